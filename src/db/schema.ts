@@ -1,0 +1,107 @@
+import type { ColumnType, Generated, Insertable, Kysely, Selectable, Transaction } from 'kysely'
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>
+type JsonObject = ColumnType<Record<string, unknown>, string, string>
+
+export interface AppUserTable {
+  id: Generated<string>
+  username: string
+  password_hash: string
+  roles: ColumnType<string[], string[] | undefined, string[]>
+  disabled_at: Timestamp | null
+  created_at: Generated<Date>
+  updated_at: Generated<Date>
+}
+
+export interface ClientTable {
+  id: string
+  name: string
+  secret_hash: Uint8Array | null
+  grant_types: string[]
+  scopes: string[]
+  audience: ColumnType<string[], string[] | undefined, string[]>
+  refresh_delivery: 'body' | 'cookie'
+  allowed_origins: ColumnType<string[], string[] | undefined, string[]>
+  disabled_at: Timestamp | null
+  created_at: Generated<Date>
+  updated_at: Generated<Date>
+}
+
+export interface RefreshTokenFamilyTable {
+  id: Generated<string>
+  client_id: string
+  user_id: string
+  scope: string
+  auth_time: Timestamp
+  created_at: Generated<Date>
+  expires_at: Timestamp
+  last_used_at: Timestamp | null
+  last_ip: string | null
+  last_user_agent: string | null
+  revoked_at: Timestamp | null
+  revoked_reason: string | null
+}
+
+export interface RefreshTokenTable {
+  id: Generated<string>
+  family_id: string
+  token_hash: Uint8Array
+  parent_id: string | null
+  created_at: Generated<Date>
+  expires_at: Timestamp
+  used_at: Timestamp | null
+  successor_id: string | null
+}
+
+export type KeyState = 'pending' | 'active' | 'retired' | 'revoked'
+
+export interface SigningKeyTable {
+  kid: string
+  alg: string
+  state: KeyState
+  public_jwk: JsonObject
+  private_key_enc: Uint8Array
+  kek_id: string
+  created_at: Generated<Date>
+  activated_at: Timestamp | null
+  retired_at: Timestamp | null
+  revoked_at: Timestamp | null
+}
+
+export interface RevokedAccessTokenTable {
+  jti: string
+  expires_at: Timestamp
+  revoked_at: Generated<Date>
+}
+
+export interface AuditEventTable {
+  id: Generated<string>
+  at: Generated<Date>
+  type: string
+  client_id: string | null
+  user_id: string | null
+  family_id: string | null
+  ip: string | null
+  user_agent: string | null
+  detail: JsonObject
+}
+
+/** The Kysely view of the schema that `migrations/` creates. */
+export interface Database {
+  app_user: AppUserTable
+  client: ClientTable
+  refresh_token_family: RefreshTokenFamilyTable
+  refresh_token: RefreshTokenTable
+  signing_key: SigningKeyTable
+  revoked_access_token: RevokedAccessTokenTable
+  audit_event: AuditEventTable
+}
+
+export type Db = Kysely<Database>
+/** Anything a store can run a query on: the database or an open transaction. */
+export type Executor = Kysely<Database> | Transaction<Database>
+
+export type AppUserRow = Selectable<AppUserTable>
+export type ClientRow = Selectable<ClientTable>
+export type SigningKeyRow = Selectable<SigningKeyTable>
+export type NewAuditEvent = Insertable<AuditEventTable>
