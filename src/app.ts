@@ -1,0 +1,116 @@
+import { join } from 'node:path'
+import type { Writable } from 'node:stream'
+import fastifyCookie from '@fastify/cookie'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { ClientCache } from './clients/client-cache.js'
+import type { Config } from './config.js'
+import type { DatabaseHandle } from './db/connect.js'
+import { registerCors } from './http/cors.js'
+import { registerErrorHandler } from './http/error-handler.js'
+import { healthRoute } from './http/health.route.js'
+import { introspectRoute } from './http/introspect.route.js'
+import { loginRoute } from './http/login.route.js'
+import { logoutRoute } from './http/logout.route.js'
+import { registerFormParser } from './http/params.js'
+import { refreshRoute } from './http/refresh.route.js'
+import { revokeRoute } from './http/revoke.route.js'
+import { tokenRoute } from './http/token.route.js'
+import { userinfoRoute } from './http/userinfo.route.js'
+import { wellKnownRoute } from './http/well-known.route.js'
+import { developmentKek, parseKek, type Kek } from './keys/kek.js'
+import { Keyring } from './keys/keyring.js'
+import { ensureActiveKey } from './keys/keys.store.js'
+import { loggerOptions } from './logging.js'
+import type { Services } from './services.js'
+import { PasswordHasher } from './users/passwords.js'
+
+export interface BuildOptions {
+  config: Config
+  database: DatabaseHandle
+  /** Where log lines go (tests capture them); stdout by default. */
+  logStream?: Writable
+  /** Milliseconds since the epoch; tests pass a controllable clock. */
+  now?: () => number
+}
+
+export interface Tessera {
+  app: FastifyInstance
+  services: Services
+  /** Drains in-flight requests, stops background work; the database is the caller's to close. */
+  close(): Promise<void>
+}
+
+/** The key-encryption key: from the environment, or in development a generated key file. */
+export function resolveKek(config: Config, warn: (msg: string) => void): Kek {
+  if (config.keyEncryptionKey) return parseKek(config.keyEncryptionKey)
+  if (config.env === 'production') throw new Error('KEY_ENCRYPTION_KEY is required in production')
+  const file = join(config.dataDir, 'dev-key-encryption-key')
+  const { kek, created } = developmentKek(file)
+  if (created) warn(`DEVELOPMENT ONLY: generated a key-encryption key in ${file}; set KEY_ENCRYPTION_KEY in production`)
+  return kek
+}
+
+/** Builds the HTTP app on an open, migrated database. */
+export async function buildApp(opts: BuildOptions): Promise<Tessera> {
+  const { config, database } = opts
+  const state = { draining: false }
+  const app = Fastify({
+    logger: loggerOptions(config, opts.logStream),
+    disableRequestLogging: true,
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    // A long header or URL is refused by Node's own limits; route params stay short.
+    routerOptions: { maxParamLength: 256 },
+    // Strings stay strings: `{"password": 123}` is refused, not coerced (ASVS 2.2.1).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+  })
+
+  const warn = (msg: string) => app.log.warn(msg)
+  const kek = resolveKek(config, warn)
+  const created = await ensureActiveKey(database.db, config.signingAlg, kek)
+  if (created.created) {
+    app.log.warn({ kid: created.created, alg: config.signingAlg }, config.env === 'production' ? 'no signing key existed: generated one' : 'DEVELOPMENT: generated a signing key (rotate it with `tessera keys rotate`)')
+  }
+  const keyring = new Keyring(database.db, kek, config.cacheRefreshSeconds, app.log)
+  await keyring.start()
+
+  const services: Services = {
+    config,
+    db: database.db,
+    keyring,
+    clients: new ClientCache(database.db, config.cacheRefreshSeconds),
+    hasher: new PasswordHasher(config.argon2),
+    now: opts.now ?? Date.now,
+  }
+
+  await app.register(fastifyCookie)
+  registerFormParser(app)
+  registerErrorHandler(app)
+  registerCors(app, services)
+
+  // One log line per request, with its outcome; never the query string, headers or body.
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+  })
+
+  wellKnownRoute(app, services)
+  healthRoute(app, services, state)
+  tokenRoute(app, services)
+  loginRoute(app, services)
+  refreshRoute(app, services)
+  revokeRoute(app, services)
+  introspectRoute(app, services)
+  userinfoRoute(app, services)
+  logoutRoute(app, services)
+
+  await app.ready()
+  return {
+    app,
+    services,
+    close: async () => {
+      state.draining = true
+      keyring.stop()
+      await app.close()
+    },
+  }
+}

@@ -1,0 +1,46 @@
+import type { Executor } from '../db/schema.js'
+
+/** Audit event types; stored with who, what and when, never a secret. */
+export type AuditType =
+  | 'login.succeeded'
+  | 'login.failed'
+  | 'refresh_token.issued'
+  | 'refresh_token.rotated'
+  | 'refresh_token.reuse_detected'
+  | 'refresh_token.revoked'
+  | 'access_token.revoked'
+
+export interface AuditEvent {
+  type: AuditType
+  clientId?: string | null | undefined
+  userId?: string | null | undefined
+  familyId?: string | null | undefined
+  ip?: string | undefined
+  userAgent?: string | undefined
+  detail?: Record<string, unknown>
+}
+
+const trim = (s: string | undefined, n: number) => (s === undefined ? null : s.slice(0, n))
+
+/** Appends one event; pass a transaction to make it part of the change it records. */
+export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
+  await db
+    .insertInto('audit_event')
+    .values({
+      type: e.type,
+      client_id: e.clientId ?? null,
+      user_id: e.userId ?? null,
+      family_id: e.familyId ?? null,
+      ip: trim(e.ip, 64),
+      user_agent: trim(e.userAgent, 512),
+      detail: JSON.stringify(e.detail ?? {}),
+    })
+    .execute()
+}
+
+/** Newest events first, optionally of one family. */
+export async function listEvents(db: Executor, opts: { familyId?: string; limit?: number } = {}) {
+  let q = db.selectFrom('audit_event').selectAll().orderBy('id', 'desc').limit(opts.limit ?? 100)
+  if (opts.familyId) q = q.where('family_id', '=', opts.familyId)
+  return q.execute()
+}

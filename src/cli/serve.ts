@@ -1,0 +1,9 @@
+import type { Config } from '../config.js'
+import { serve } from '../server.js'
+
+/** `tessera serve`: runs until SIGTERM/SIGINT. */
+export async function serveCommand(config: Config): Promise<number> {
+  await serve(config)
+  await new Promise(() => {}) // the server's signal handlers end the process
+  return 0
+}

@@ -1,0 +1,42 @@
+import type { Client } from '../clients/clients.store.js'
+import { issueAccessToken, issueIdToken } from '../tokens/access-token.js'
+import type { GrantDeps, TokenResponse } from './types.js'
+
+/** Audience of an access token: the client's configured resource servers, plus us for `openid`. */
+export function audienceFor(client: Client, scope: string[], issuer: string): string[] {
+  const aud = client.audience.length > 0 ? [...client.audience] : [issuer]
+  if (scope.includes('openid') && !aud.includes(issuer)) aud.push(issuer)
+  return aud
+}
+
+/** Builds the token response for a user (login, password, refresh) or for the client itself. */
+export async function issueTokens(
+  deps: GrantDeps,
+  client: Client,
+  scope: string[],
+  subject: { userId: string; username?: string; roles?: string[]; authTime: Date; sessionId?: string } | undefined,
+  refresh?: { token: string; familyExpiresAt: Date },
+): Promise<TokenResponse> {
+  const { config, keyring } = deps
+  const now = deps.now()
+  const at = await issueAccessToken(keyring, config.issuer, config.accessTokenTtlSeconds, now, {
+    subject: subject?.userId ?? client.id,
+    clientId: client.id,
+    audience: audienceFor(client, scope, config.issuer),
+    scope: scope.join(' '),
+    roles: subject?.roles,
+    sessionId: subject?.sessionId,
+  })
+  const response: TokenResponse = { access_token: at.token, token_type: 'Bearer', expires_in: config.accessTokenTtlSeconds, scope: scope.join(' ') }
+  if (subject && scope.includes('openid')) {
+    response.id_token = await issueIdToken(keyring, config.issuer, config.accessTokenTtlSeconds, now, {
+      subject: subject.userId,
+      clientId: client.id,
+      authTime: subject.authTime,
+      sessionId: subject.sessionId,
+      username: subject.username,
+    })
+  }
+  if (refresh) response.refresh = refresh
+  return response
+}

@@ -1,0 +1,23 @@
+import { OAuthError } from '../errors.js'
+import { rotate } from '../tokens/refresh-tokens.store.js'
+import { issueTokens } from './issue.js'
+import { parseScope } from './scope.js'
+import type { Grant } from './types.js'
+import { requireParam } from './types.js'
+
+/** RFC 6749 §6 with rotation: every refresh returns a new refresh token. */
+export const refreshTokenGrant: Grant = async (params, client, deps) => {
+  const presented = requireParam(params, 'refresh_token')
+  const requested = parseScope(params.scope)
+  const lifetimes = { idleSeconds: deps.config.refreshTokenIdleTtlSeconds, absoluteSeconds: deps.config.refreshTokenAbsoluteTtlSeconds }
+  const outcome = await rotate(deps.db, presented, { clientId: client.id, scope: requested }, lifetimes, deps.ctx)
+  if (outcome.kind === 'invalid_scope') throw new OAuthError('invalid_scope', 'the requested scope exceeds the granted scope')
+  if (outcome.kind !== 'rotated') {
+    // On reuse the store already revoked the family, in its own committed transaction.
+    throw new OAuthError('invalid_grant', 'refresh token is invalid', outcome.kind)
+  }
+  const { family, user } = outcome
+  // The client may have lost scopes since the family was created (SECURITY #60).
+  const scope = (requested ?? family.scope.split(' ').filter((s) => s !== '')).filter((s) => client.scopes.includes(s))
+  return issueTokens(deps, client, scope, { userId: family.userId, username: user.username, roles: user.roles, authTime: family.authTime, sessionId: family.id }, { token: outcome.refreshToken, familyExpiresAt: family.expiresAt })
+}

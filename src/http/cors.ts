@@ -1,0 +1,35 @@
+import type { FastifyInstance } from 'fastify'
+import { allAllowedOrigins } from '../clients/clients.store.js'
+import type { Services } from '../services.js'
+
+const CREDENTIALED = new Set(['/login', '/refresh', '/logout', '/token', '/userinfo', '/revoke'])
+
+/**
+ * CORS for browser apps: an origin some client lists gets its own origin echoed back with
+ * credentials (never `*` with credentials); any other origin gets no CORS headers at all.
+ * The list is cached for `cacheRefreshSeconds`.
+ */
+export function registerCors(app: FastifyInstance, s: Services): void {
+  let cached: { origins: Set<string>; expires: number } | undefined
+  const allowed = async (origin: string) => {
+    if (!cached || cached.expires < Date.now()) {
+      cached = { origins: new Set(await allAllowedOrigins(s.db)), expires: Date.now() + s.config.cacheRefreshSeconds * 1000 }
+    }
+    return cached.origins.has(origin)
+  }
+  app.addHook('onRequest', async (req, reply) => {
+    const origin = req.headers.origin
+    const path = req.url.split('?')[0]!
+    if (origin === undefined || !CREDENTIALED.has(path)) return
+    if (!(await allowed(origin))) return
+    reply.header('access-control-allow-origin', origin).header('access-control-allow-credentials', 'true').header('vary', 'Origin')
+    if (req.method === 'OPTIONS') {
+      return reply
+        .code(204)
+        .header('access-control-allow-methods', 'GET, POST')
+        .header('access-control-allow-headers', 'authorization, content-type')
+        .header('access-control-max-age', '600')
+        .send()
+    }
+  })
+}

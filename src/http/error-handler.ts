@@ -1,0 +1,53 @@
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import { isDatabaseUnavailable, OAuthError } from '../errors.js'
+
+/** Maps anything thrown to an OAuthError; unknown errors never leak their message. */
+export function toOAuthError(err: unknown): OAuthError {
+  if (err instanceof OAuthError) return err
+  if (isDatabaseUnavailable(err)) return new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'database unavailable')
+  const fe = err as Partial<FastifyError> & { validation?: unknown }
+  if (fe.validation) return new OAuthError('invalid_request', `invalid request: ${fe.message ?? 'bad input'}`)
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new OAuthError('payload_too_large', 'the request body is too large')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new OAuthError('unsupported_media_type', 'unsupported content type')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new OAuthError('invalid_request', 'the request body is malformed')
+  }
+  if (fe.statusCode === 400 || (err instanceof SyntaxError && 'body' in (err as object))) {
+    return new OAuthError('invalid_request', 'the request is malformed')
+  }
+  if (typeof fe.statusCode === 'number' && fe.statusCode === 413) return new OAuthError('payload_too_large', 'the request body is too large')
+  if (typeof fe.statusCode === 'number' && fe.statusCode === 415) return new OAuthError('unsupported_media_type', 'unsupported content type')
+  return new OAuthError('server_error', 'internal server error')
+}
+
+/** Writes an OAuthError as RFC 6749 §5.2 / RFC 6750 §3 JSON. The one place errors become HTTP. */
+export function sendError(reply: FastifyReply, e: OAuthError): FastifyReply {
+  reply.code(e.status).header('cache-control', 'no-store').header('pragma', 'no-cache')
+  if (e.status === 503) reply.header('retry-after', '5')
+  if (e.code === 'invalid_client' && e.authScheme === 'Basic') reply.header('www-authenticate', 'Basic realm="tessera", charset="UTF-8"')
+  if (e.authScheme === 'Bearer') {
+    // RFC 6750 §3: no error code when the request carried no token at all.
+    const params = e.code === 'invalid_request' && e.detail === 'no token' ? 'realm="tessera"' : `realm="tessera", error="${e.code}", error_description="${e.description}"`
+    reply.header('www-authenticate', `Bearer ${params}`)
+  }
+  return reply.send({ error: e.code, error_description: e.description })
+}
+
+export function registerErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err, req, reply) => {
+    const e = toOAuthError(err)
+    if (e.status >= 500) {
+      // Full detail in the log only; the original error is logged for server errors alone.
+      req.log.error({ code: e.code, detail: e.detail, err: e.code === 'server_error' ? err : undefined }, 'request failed')
+    } else {
+      req.log.info({ code: e.code, detail: e.detail }, 'oauth error')
+    }
+    return sendError(reply, e)
+  })
+  app.setNotFoundHandler((req, reply) => sendError(reply, new OAuthError('not_found', 'no such endpoint')))
+}

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from 'fastify'
+import type { Services } from '../services.js'
+import { verifyAccessToken } from '../tokens/access-token.js'
+import { isAccessTokenLive } from '../tokens/revoked-access-tokens.store.js'
+import { authenticateClient } from './client-auth.js'
+import { methodNotAllowed } from './not-allowed.js'
+import { formParams } from './params.js'
+import { OAuthError } from '../errors.js'
+
+/**
+ * POST /introspect (RFC 7662), for authenticated clients. Access tokens only: anything
+ * that is not a live access token of this server, or that another client holds and is
+ * not meant for the caller, is `{"active": false}` and nothing more (§2.2).
+ */
+export function introspectRoute(app: FastifyInstance, s: Services): void {
+  app.post('/introspect', async (req, reply) => {
+    const params = formParams(req)
+    const { client } = await authenticateClient(req, params, s.clients)
+    const token = params.token
+    if (token === undefined || token === '') throw new OAuthError('invalid_request', 'missing parameter: token')
+    reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+    const inactive = { active: false }
+    if (token.split('.').length !== 3) return reply.send(inactive)
+    const claims = await verifyAccessToken(s.keyring, s.config.issuer, undefined, token, Math.floor(s.now() / 1000)).catch(() => undefined)
+    if (!claims) return reply.send(inactive)
+    // The caller learns about a token only if it holds it or is one of its audiences.
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud]
+    const entitled = claims.client_id === client.id || aud.some((a) => a === client.id || client.audience.includes(a))
+    if (!entitled) return reply.send(inactive)
+    if (!(await isAccessTokenLive(s.db, claims.jti, claims.sid))) return reply.send(inactive)
+    return reply.send({
+      active: true,
+      token_type: 'Bearer',
+      scope: claims.scope,
+      client_id: claims.client_id,
+      sub: claims.sub,
+      aud: claims.aud,
+      iss: claims.iss,
+      exp: claims.exp,
+      iat: claims.iat,
+      jti: claims.jti,
+      ...(claims.sid ? { sid: claims.sid } : {}),
+      ...(claims.roles ? { roles: claims.roles } : {}),
+    })
+  })
+  methodNotAllowed(app, '/introspect', ['POST'])
+}

@@ -1,0 +1,40 @@
+import type { FastifyInstance } from 'fastify'
+import { OAuthError } from '../errors.js'
+import { passwordLogin } from '../grants/password.js'
+import { grantDeps, type Services } from '../services.js'
+import { authenticateClient } from './client-auth.js'
+import { methodNotAllowed } from './not-allowed.js'
+import { requireAllowedOrigin } from './origin.js'
+import { requestContext } from './params.js'
+import { sendTokens } from './respond.js'
+
+const str = (max: number) => ({ type: 'string', maxLength: max }) as const
+
+// Every field a string: objects like {"$ne": null}, arrays, numbers and null are refused (ASVS 2.2.1).
+const bodySchema = {
+  type: 'object',
+  required: ['username', 'password', 'client_id'],
+  properties: {
+    username: { type: 'string', minLength: 1, maxLength: 256 },
+    password: str(4096),
+    client_id: { type: 'string', minLength: 1, maxLength: 128 },
+    client_secret: str(512),
+    scope: str(2048),
+  },
+} as const
+
+/** POST /login: first-party password login (JSON or form) → token response. */
+export function loginRoute(app: FastifyInstance, s: Services): void {
+  app.post('/login', { schema: { body: bodySchema } }, async (req, reply) => {
+    if (req.url.includes('?')) throw new OAuthError('invalid_request', 'credentials must be sent in the request body, not the URL')
+    const body = req.body as Record<string, string>
+    const params: Record<string, string> = { client_id: body.client_id! }
+    if (body.client_secret !== undefined) params.client_secret = body.client_secret
+    const { client } = await authenticateClient(req, params, s.clients)
+    // Login CSRF: a cookie session may only be started from the app's own origin.
+    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
+    const tokens = await passwordLogin(grantDeps(s, requestContext(req)), client, body.username!, body.password!, body.scope || undefined)
+    return sendTokens(reply, s, client, tokens)
+  })
+  methodNotAllowed(app, '/login', ['POST'])
+}

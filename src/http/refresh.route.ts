@@ -1,0 +1,25 @@
+import type { FastifyInstance } from 'fastify'
+import { OAuthError } from '../errors.js'
+import { refreshTokenGrant } from '../grants/refresh-token.js'
+import { grantDeps, type Services } from '../services.js'
+import { findFamilyByToken } from '../tokens/refresh-tokens.store.js'
+import { methodNotAllowed } from './not-allowed.js'
+import { requireAllowedOrigin } from './origin.js'
+import { requestContext } from './params.js'
+import { readRefreshCookie } from './refresh-cookie.js'
+import { sendTokens } from './respond.js'
+
+/** POST /refresh: browser refresh from the HttpOnly cookie; the cookie follows the rotation. */
+export function refreshRoute(app: FastifyInstance, s: Services): void {
+  app.post('/refresh', async (req, reply) => {
+    const token = readRefreshCookie(req, s.config)
+    const family = await findFamilyByToken(s.db, token)
+    const client = family && (await s.clients.get(family.clientId))
+    if (!client || client.disabled || client.refreshDelivery !== 'cookie') throw new OAuthError('invalid_grant', 'refresh token is invalid', 'no cookie family')
+    requireAllowedOrigin(req, client)
+    // A loser of a concurrent refresh gets an error and no Set-Cookie, so the winner's cookie stays.
+    const tokens = await refreshTokenGrant({ refresh_token: token }, client, grantDeps(s, requestContext(req)))
+    return sendTokens(reply, s, client, tokens)
+  })
+  methodNotAllowed(app, '/refresh', ['POST'])
+}

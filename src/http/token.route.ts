@@ -1,0 +1,25 @@
+import type { FastifyInstance } from 'fastify'
+import { GRANT_TYPES, type GrantType } from '../clients/clients.store.js'
+import { OAuthError } from '../errors.js'
+import { GRANTS } from '../grants/index.js'
+import { grantDeps, type Services } from '../services.js'
+import { authenticateClient } from './client-auth.js'
+import { methodNotAllowed } from './not-allowed.js'
+import { formParams, requestContext } from './params.js'
+import { sendTokens } from './respond.js'
+
+/** POST /token (RFC 6749 §3.2): authenticate the client, check the grant is allowed, run it. */
+export function tokenRoute(app: FastifyInstance, s: Services): void {
+  app.post('/token', async (req, reply) => {
+    const params = formParams(req)
+    const grantType = params.grant_type
+    if (grantType === undefined || grantType === '') throw new OAuthError('invalid_request', 'missing parameter: grant_type')
+    const { client } = await authenticateClient(req, params, s.clients)
+    const grant = (GRANT_TYPES as readonly string[]).includes(grantType) ? GRANTS.get(grantType as GrantType) : undefined
+    if (!grant) throw new OAuthError('unsupported_grant_type', `unsupported grant_type: ${grantType.slice(0, 64)}`)
+    if (!client.grantTypes.includes(grantType as GrantType)) throw new OAuthError('unauthorized_client', `this client may not use ${grantType}`)
+    const tokens = await grant(params, client, grantDeps(s, requestContext(req)))
+    return sendTokens(reply, s, client, tokens)
+  })
+  methodNotAllowed(app, '/token', ['POST'])
+}

@@ -1,0 +1,35 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { OAuthError } from '../errors.js'
+import type { Services } from '../services.js'
+import { UUID, verifyAccessToken } from '../tokens/access-token.js'
+import { isAccessTokenLive } from '../tokens/revoked-access-tokens.store.js'
+import { findUserById } from '../users/users.store.js'
+import { methodNotAllowed } from './not-allowed.js'
+
+function bearer(req: FastifyRequest): string {
+  const header = req.headers.authorization
+  if (header === undefined) throw new OAuthError('invalid_request', 'a bearer token is required', 'no token').withScheme('Bearer')
+  // RFC 6750 §2.1: "Bearer" 1*SP b64token
+  const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header)
+  if (!m) throw new OAuthError('invalid_token', 'the access token is invalid', 'malformed Authorization header').withScheme('Bearer')
+  return m[1]!
+}
+
+/** GET/POST /userinfo (OIDC Core §5.3): claims of the token's user; needs the `openid` scope. */
+export function userinfoRoute(app: FastifyInstance, s: Services): void {
+  const handler = async (req: FastifyRequest) => {
+    const token = bearer(req)
+    const claims = await verifyAccessToken(s.keyring, s.config.issuer, s.config.issuer, token, Math.floor(s.now() / 1000)).catch((e: OAuthError) => {
+      throw e.withScheme('Bearer')
+    })
+    if (!claims.scope?.split(' ').includes('openid')) throw new OAuthError('insufficient_scope', 'the openid scope is required').withScheme('Bearer')
+    // Revoked by /revoke, by logout, or with its family on reuse detection.
+    if (!(await isAccessTokenLive(s.db, claims.jti, claims.sid))) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked').withScheme('Bearer')
+    const user = UUID.test(claims.sub) ? await findUserById(s.db, claims.sub) : undefined
+    if (!user || user.disabled) throw new OAuthError('invalid_token', 'the access token is invalid', 'no such user').withScheme('Bearer')
+    return { sub: user.id, preferred_username: user.username, ...(user.roles.length > 0 ? { roles: user.roles } : {}) }
+  }
+  app.get('/userinfo', async (req, reply) => reply.header('cache-control', 'no-store').send(await handler(req)))
+  app.post('/userinfo', async (req, reply) => reply.header('cache-control', 'no-store').send(await handler(req)))
+  methodNotAllowed(app, '/userinfo', ['GET', 'POST'])
+}

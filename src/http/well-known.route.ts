@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify'
+import type { Services } from '../services.js'
+import { methodNotAllowed } from './not-allowed.js'
+
+/** The discovery document (OIDC Discovery §3, RFC 8414 §2); the issuer is exact, no trailing slash. */
+export function discoveryDocument(s: Services) {
+  const iss = s.config.issuer
+  return {
+    issuer: iss,
+    token_endpoint: `${iss}/token`,
+    jwks_uri: `${iss}/.well-known/jwks.json`,
+    userinfo_endpoint: `${iss}/userinfo`,
+    revocation_endpoint: `${iss}/revoke`,
+    introspection_endpoint: `${iss}/introspect`,
+    grant_types_supported: ['client_credentials', 'refresh_token', 'password'],
+    response_types_supported: ['token'],
+    token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    scopes_supported: ['openid'],
+    subject_types_supported: ['public'],
+    id_token_signing_alg_values_supported: s.keyring.algorithms(),
+    claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'auth_time', 'azp', 'sid', 'preferred_username', 'roles'],
+    // Tessera-specific first-party endpoints.
+    login_endpoint: `${iss}/login`,
+    refresh_endpoint: `${iss}/refresh`,
+    end_session_endpoint: `${iss}/logout`,
+  }
+}
+
+/** Discovery, RFC 8414 metadata and the JWKS; public, cacheable, CORS open. */
+export function wellKnownRoute(app: FastifyInstance, s: Services): void {
+  const discovery = async (_req: unknown, reply: import('fastify').FastifyReply) =>
+    reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=300').send(discoveryDocument(s))
+  app.get('/.well-known/openid-configuration', discovery)
+  app.get('/.well-known/oauth-authorization-server', discovery)
+
+  app.get('/.well-known/jwks.json', async (req, reply) => {
+    const { body, etag } = s.keyring.jwksDocument()
+    reply
+      .header('access-control-allow-origin', '*')
+      .header('cache-control', `public, max-age=${s.config.jwksMaxAgeSeconds}`)
+      .header('etag', etag)
+      .header('content-type', 'application/jwk-set+json; charset=utf-8')
+    // RFC 9110 §13.1.2: If-None-Match uses weak comparison; we only ever send our strong tag.
+    const inm = req.headers['if-none-match']
+    if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')) return reply.code(304).send()
+    return reply.send(body)
+  })
+  for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json']) methodNotAllowed(app, url, ['GET'])
+}

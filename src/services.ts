@@ -1,0 +1,23 @@
+import type { ClientCache } from './clients/client-cache.js'
+import type { Config } from './config.js'
+import type { Db } from './db/schema.js'
+import type { GrantDeps } from './grants/types.js'
+import type { Keyring } from './keys/keyring.js'
+import type { RequestContext } from './tokens/refresh-tokens.store.js'
+import type { PasswordHasher } from './users/passwords.js'
+
+/** What the HTTP layer works with; built once by `buildApp`. */
+export interface Services {
+  readonly config: Config
+  readonly db: Db
+  readonly keyring: Keyring
+  readonly clients: ClientCache
+  readonly hasher: PasswordHasher
+  /** Milliseconds since the epoch; replaceable in tests. */
+  readonly now: () => number
+}
+
+/** Grant dependencies for one request. */
+export function grantDeps(s: Services, ctx: RequestContext): GrantDeps {
+  return { db: s.db, config: s.config, keyring: s.keyring, hasher: s.hasher, ctx, now: () => Math.floor(s.now() / 1000) }
+}

@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto'
+import { errors, jwtVerify, SignJWT, type JWTPayload } from 'jose'
+import { SIGNING_ALGS } from '../config.js'
+import { OAuthError } from '../errors.js'
+import type { Keyring } from '../keys/keyring.js'
+
+/** Claims of an RFC 9068 access token. */
+export interface AccessTokenClaims extends JWTPayload {
+  iss: string
+  sub: string
+  aud: string | string[]
+  exp: number
+  iat: number
+  jti: string
+  client_id: string
+  scope?: string
+  roles?: string[]
+  /** The refresh-token family (session) the token belongs to, when there is one. */
+  sid?: string
+}
+
+export interface IssueInput {
+  subject: string
+  clientId: string
+  audience: string[]
+  scope: string
+  roles?: string[] | undefined
+  sessionId?: string | undefined
+}
+
+/** Signs an RFC 9068 JWT access token with the active key (`kid` in the header). */
+export async function issueAccessToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, input: IssueInput) {
+  const signer = keyring.activeSigner()
+  const payload: Record<string, unknown> = { client_id: input.clientId }
+  if (input.scope) payload.scope = input.scope
+  if (input.roles && input.roles.length > 0) payload.roles = input.roles
+  if (input.sessionId) payload.sid = input.sessionId
+  const jti = randomUUID()
+  const token = await new SignJWT(payload)
+    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'at+jwt' })
+    .setIssuer(issuer)
+    .setSubject(input.subject)
+    .setAudience(input.audience.length === 1 ? input.audience[0]! : input.audience)
+    .setIssuedAt(nowSeconds)
+    .setExpirationTime(nowSeconds + ttlSeconds)
+    .setJti(jti)
+    .sign(signer.key)
+  return { token, jti, expiresAt: nowSeconds + ttlSeconds }
+}
+
+/** Signs an OIDC ID token (OIDC Core §2) for `openid` requests. */
+export async function issueIdToken(
+  keyring: Keyring,
+  issuer: string,
+  ttlSeconds: number,
+  nowSeconds: number,
+  input: { subject: string; clientId: string; authTime: Date; sessionId?: string | undefined; username?: string | undefined },
+) {
+  const signer = keyring.activeSigner()
+  const claims: Record<string, unknown> = { auth_time: Math.floor(input.authTime.getTime() / 1000), azp: input.clientId }
+  if (input.sessionId) claims.sid = input.sessionId
+  if (input.username) claims.preferred_username = input.username
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' })
+    .setIssuer(issuer)
+    .setSubject(input.subject)
+    .setAudience(input.clientId)
+    .setIssuedAt(nowSeconds)
+    .setExpirationTime(nowSeconds + ttlSeconds)
+    .sign(signer.key)
+}
+
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+// Generous upper bound on a compact JWS we would ever issue; anything longer is garbage.
+const MAX_TOKEN_LENGTH = 8192
+
+/**
+ * Verifies an access token for Tessera's own endpoints: signature by a published key
+ * with its pinned algorithm, `typ: at+jwt`, exact issuer, our audience, time claims.
+ * Every failure is `invalid_token`; the reason goes to `detail` only.
+ */
+export async function verifyAccessToken(keyring: Keyring, issuer: string, audience: string | undefined, token: string, nowSeconds: number): Promise<AccessTokenClaims> {
+  if (token.length > MAX_TOKEN_LENGTH) throw new OAuthError('invalid_token', 'the access token is invalid', 'token too long')
+  try {
+    const { payload } = await jwtVerify(token, keyring.verificationKey, {
+      issuer,
+      ...(audience !== undefined ? { audience } : {}),
+      typ: 'at+jwt',
+      algorithms: [...SIGNING_ALGS],
+      requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id'],
+      currentDate: new Date(nowSeconds * 1000),
+      clockTolerance: 5,
+      maxTokenAge: 86_400,
+    })
+    if (typeof payload.client_id !== 'string' || typeof payload.sub !== 'string' || typeof payload.jti !== 'string') {
+      throw new Error('claims of the wrong type')
+    }
+    if (payload.sid !== undefined && (typeof payload.sid !== 'string' || !UUID.test(payload.sid))) throw new Error('sid of the wrong type')
+    return payload as AccessTokenClaims
+  } catch (err) {
+    const reason = err instanceof errors.JOSEError ? err.code : err instanceof Error ? err.message : 'unknown'
+    throw new OAuthError('invalid_token', 'the access token is invalid', reason)
+  }
+}
