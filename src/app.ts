@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import type { Writable } from 'node:stream'
 import fastifyCookie from '@fastify/cookie'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { ClientCache } from './clients/client-cache.js'
 import type { Config } from './config.js'
 import type { DatabaseHandle } from './db/connect.js'
@@ -56,7 +56,8 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   const state = { draining: false }
   const app = Fastify({
     logger: loggerOptions(config, opts.logStream),
-    disableRequestLogging: true,
+    // Fastify's own two lines per request are replaced by one with the outcome (below).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
     // A long header or URL is refused by Node's own limits; route params stay short.

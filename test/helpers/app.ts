@@ -1,0 +1,149 @@
+// Test harness: a Tessera app on a fresh database (real PostgreSQL, or the embedded PGlite).
+import { randomBytes } from 'node:crypto'
+import { Writable } from 'node:stream'
+import pg from 'pg'
+import type { Test } from 'tap'
+import { buildApp, type Tessera } from '../../src/app.js'
+import { createClient, type GrantType, type NewClient } from '../../src/clients/clients.store.js'
+import { loadConfig, type Config } from '../../src/config.js'
+import { openDatabase, type DatabaseHandle } from '../../src/db/connect.js'
+import { migrateToLatest } from '../../src/db/migrate.js'
+import { PasswordHasher } from '../../src/users/passwords.js'
+import { createUser } from '../../src/users/users.store.js'
+
+export type Backend = 'postgres' | 'pglite'
+
+/** A fixed KEK for tests (never used outside them). */
+export const TEST_KEK = 'test:' + Buffer.alloc(32, 7).toString('base64url')
+export const ISSUER = 'https://tessera.test'
+export const APP_ORIGIN = 'https://app.example.com'
+
+export interface TestAppOptions {
+  env?: Record<string, string>
+  backend?: Backend
+  /** Milliseconds since the epoch, for a controllable clock. */
+  now?: () => number
+}
+
+export interface TestApp extends Tessera {
+  config: Config
+  database: DatabaseHandle
+  /** The PostgreSQL URL of this test's own database (postgres backend only). */
+  databaseUrl: string | undefined
+  /** Every log line the app wrote. */
+  logs: string[]
+  createUser(username: string, password: string, roles?: string[]): Promise<{ id: string; username: string }>
+  createClient(input?: Partial<NewClient>): Promise<{ id: string; secret: string | undefined }>
+}
+
+/** The admin URL of the PostgreSQL that `npm test` provides; fails the test loudly without it. */
+export function adminUrl(): string {
+  const url = process.env.TESSERA_TEST_PG_URL
+  if (!url) throw new Error('TESSERA_TEST_PG_URL is not set: run the tests with `npm test`, which provides PostgreSQL')
+  return url
+}
+
+/** Creates an empty database in the test cluster; dropped when the test ends. */
+export async function freshDatabase(t: Test): Promise<string> {
+  const admin = adminUrl()
+  const name = `tessera_t_${randomBytes(6).toString('hex')}`
+  const client = new pg.Client({ connectionString: admin })
+  await client.connect()
+  await client.query(`create database ${name}`)
+  await client.end()
+  t.teardown(async () => {
+    const c = new pg.Client({ connectionString: admin })
+    await c.connect()
+    await c.query(`drop database if exists ${name} with (force)`)
+    await c.end()
+  })
+  const url = new URL(admin)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+export function testEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    ISSUER,
+    KEY_ENCRYPTION_KEY: TEST_KEK,
+    LOG_LEVEL: 'info',
+    DATA_DIR: '/nonexistent-tessera-test-data',
+    ...extra,
+  }
+}
+
+/** Builds an app on a fresh, migrated database; everything is torn down with the test. */
+export async function testApp(t: Test, opts: TestAppOptions = {}): Promise<TestApp> {
+  const backend = opts.backend ?? 'postgres'
+  const databaseUrl = backend === 'postgres' ? await freshDatabase(t) : undefined
+  const config = loadConfig(testEnv({ ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}), ...opts.env }))
+  const database = await openDatabase(databaseUrl ? { kind: 'postgres', url: databaseUrl, poolSize: config.databasePoolSize, acquireTimeoutMs: config.dbAcquireTimeoutMs, lockTimeoutMs: config.lockTimeoutMs } : { kind: 'pglite', dataDir: undefined })
+  await migrateToLatest(database.db)
+  const logs: string[] = []
+  const logStream = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(...String(chunk).split('\n').filter((l) => l !== ''))
+      cb()
+    },
+  })
+  const tessera = await buildApp({ config, database, logStream, ...(opts.now ? { now: opts.now } : {}) })
+  t.teardown(async () => {
+    await tessera.close()
+    await database.close()
+  })
+  const hasher = new PasswordHasher(config.argon2)
+  return {
+    ...tessera,
+    config,
+    database,
+    databaseUrl,
+    logs,
+    async createUser(username, password, roles = []) {
+      const user = await createUser(database.db, { username, passwordHash: await hasher.hash(password), roles })
+      if (!user) throw new Error(`user ${username} exists`)
+      return { id: user.id, username: user.username }
+    },
+    async createClient(input = {}) {
+      const { client, secret } = await createClient(database.db, {
+        name: 'test client',
+        isPublic: false,
+        grantTypes: ['client_credentials', 'refresh_token', 'password'] as GrantType[],
+        scopes: ['openid', 'read', 'write'],
+        audience: ['https://api.example.com'],
+        ...input,
+      })
+      return { id: client.id, secret }
+    },
+  }
+}
+
+/** `Authorization: Basic` for a client (RFC 6749 §2.3.1 form-encoding). */
+export function basic(id: string, secret: string): string {
+  const enc = (s: string) => encodeURIComponent(s).replace(/%20/g, '+')
+  return 'Basic ' + Buffer.from(`${enc(id)}:${enc(secret)}`).toString('base64')
+}
+
+/** A form-encoded body. */
+export function form(params: Record<string, string>): string {
+  return new URLSearchParams(params).toString()
+}
+
+export const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
+
+/** POST /token with a form body and optional Basic auth. */
+export function tokenRequest(app: TestApp, params: Record<string, string>, auth?: { id: string; secret?: string | undefined }) {
+  return app.app.inject({
+    method: 'POST',
+    url: '/token',
+    headers: { ...FORM, ...(auth?.secret !== undefined ? { authorization: basic(auth.id, auth.secret) } : {}) },
+    payload: form(auth && auth.secret === undefined ? { client_id: auth.id, ...params } : params),
+  })
+}
+
+/** A user with a password login on a confidential body-delivery client: returns the token response. */
+export async function passwordLogin(app: TestApp, client: { id: string; secret?: string | undefined }, username: string, password: string, scope = 'openid read') {
+  const res = await tokenRequest(app, { grant_type: 'password', username, password, scope }, client)
+  if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
+  return res.json() as { access_token: string; refresh_token: string; id_token?: string; scope: string; expires_in: number }
+}

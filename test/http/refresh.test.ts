@@ -1,0 +1,80 @@
+import t from 'tap'
+import pg from 'pg'
+import { passwordLogin, testApp, tokenRequest } from '../helpers/app.js'
+
+t.test('refresh rotates: new refresh token, old one used, successor in the same family', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const first = await passwordLogin(app, client, 'alice', 'correct horse battery')
+  const res = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers['cache-control'], 'no-store')
+  const next = res.json()
+  t.not(next.refresh_token, first.refresh_token)
+  t.match(next.refresh_token, /^tsr_[A-Za-z0-9_-]{43}$/)
+  t.equal(next.scope, 'openid read')
+  const rows = await app.database.db.selectFrom('refresh_token').select(['family_id', 'used_at', 'parent_id', 'successor_id', 'id']).orderBy('created_at').execute()
+  t.equal(rows.length, 2)
+  t.equal(rows[0]!.family_id, rows[1]!.family_id)
+  t.not(rows[0]!.used_at, null)
+  t.equal(rows[0]!.successor_id, rows[1]!.id)
+  t.equal(rows[1]!.parent_id, rows[0]!.id)
+})
+
+t.test('a reused refresh token kills its family', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const first = await passwordLogin(app, client, 'alice', 'correct horse battery')
+  const next = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  const reuse = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  t.equal(reuse.statusCode, 400)
+  t.same(reuse.json(), { error: 'invalid_grant', error_description: 'refresh token is invalid' })
+  t.equal(reuse.headers['cache-control'], 'no-store')
+  const successor = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: next.json().refresh_token }, client)
+  t.equal(successor.statusCode, 400, 'the successor died with its family')
+  const events = await app.database.db.selectFrom('audit_event').select('type').where('type', '=', 'refresh_token.reuse_detected').execute()
+  t.equal(events.length, 1)
+})
+
+t.test('50 simultaneous refreshes of one token: no 5xx, never two live successors', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const first = await passwordLogin(app, client, 'alice', 'correct horse battery')
+  const results = await Promise.all(
+    Array.from({ length: 50 }, () => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)),
+  )
+  const statuses = results.map((r) => r.statusCode)
+  t.equal(statuses.filter((s) => s >= 500).length, 0, 'no 5xx')
+  t.equal(statuses.filter((s) => s === 200).length, 1, 'exactly one winner')
+  t.ok(results.filter((r) => r.statusCode === 400).every((r) => r.json().error === 'invalid_grant'))
+  const successors = await app.database.db.selectFrom('refresh_token').select('id').where('parent_id', 'is not', null).execute()
+  t.equal(successors.length, 1, 'one successor row')
+  // The losers presented a used token: strict reuse detection revoked the family (grace window comes later).
+  const fam = await app.database.db.selectFrom('refresh_token_family').select('revoked_reason').executeTakeFirstOrThrow()
+  t.equal(fam.revoked_reason, 'reuse_detected')
+})
+
+t.test('a refresh whose database transaction fails half-way leaves nothing half-written', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const first = await passwordLogin(app, client, 'alice', 'correct horse battery')
+  // Make the successor insert fail after the token was located and the family locked.
+  const admin = new pg.Client({ connectionString: app.databaseUrl })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  await admin.query(`create function fail_insert() returns trigger language plpgsql as $$ begin raise exception 'disk full' using errcode = '53100'; end $$`)
+  await admin.query(`create trigger fail_insert before insert on refresh_token for each row execute function fail_insert()`)
+  const res = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  t.equal(res.statusCode, 503)
+  t.equal(res.json().error, 'temporarily_unavailable')
+  t.equal(res.headers['retry-after'], '5')
+  const used = await admin.query('select count(*)::int as n from refresh_token where used_at is not null')
+  t.equal(used.rows[0].n, 0, 'the presented token was not marked used')
+  await admin.query('drop trigger fail_insert on refresh_token')
+  const retry = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  t.equal(retry.statusCode, 200, 'the same token still works once the database recovers')
+})
