@@ -3,6 +3,7 @@ import { buildApp, type Tessera } from './app.js'
 import type { Config } from './config.js'
 import { databaseTarget, openDatabase, type DatabaseHandle } from './db/connect.js'
 import { migrateToLatest } from './db/migrate.js'
+import { seedDemo } from './demo.js'
 import { isDatabaseUnavailable } from './errors.js'
 
 /** Opens the configured database and applies migrations where that is automatic. */
@@ -37,6 +38,8 @@ export async function serve(config: Config): Promise<Tessera> {
     }
   }
   const { app } = tessera
+  const demo = await seedDemo(config, database.db)
+  if (demo) app.log.warn({ file: demo }, 'DEVELOPMENT: created a demo user and client; their credentials are in this file')
   await app.listen({ host: config.host, port: config.port })
   app.log.info({ issuer: config.issuer, database: database.kind }, 'tessera is listening')
 
