@@ -53,6 +53,8 @@ export async function loadLiveKeys(db: Executor): Promise<SigningKeyRow[]> {
  * the advisory lock serialises them and the second finds the first one's key.
  */
 export async function ensureActiveKey(db: Db, alg: SigningAlg, kek: Kek): Promise<{ created: string | undefined }> {
+  const existing = await db.selectFrom('signing_key').select('kid').where('state', '=', 'active').executeTakeFirst()
+  if (existing) return { created: undefined }
   const fresh = await generateSigningKey(alg, kek) // outside the lock: RSA generation is slow
   return db.transaction().execute(async (trx) => {
     await sql`select ${KEYS_LOCK}`.execute(trx)
