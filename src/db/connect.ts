@@ -76,7 +76,8 @@ function lockDataDir(dir: string): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const pid = Number(readFileSync(lockFile, 'utf8'))
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+      // Our own pid counts too: two PGlite instances in one process would corrupt the folder as well.
+      if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || isAlive(pid))) {
         throw new Error(`the embedded database in ${dir} is in use by process ${pid}; run one Tessera per DATA_DIR, or use DATABASE_URL for several instances`)
       }
       rmSync(lockFile, { force: true }) // stale lock from a process that is gone

@@ -36,8 +36,9 @@ function parseBasic(header: string): { id: string; secret: string } {
  */
 export async function authenticateClient(req: FastifyRequest, params: Readonly<Record<string, string>>, clients: ClientCache): Promise<{ client: Client; method: ClientAuthMethod }> {
   const authorization = req.headers.authorization
-  const bodyId = params.client_id
-  const bodySecret = params.client_secret
+  // RFC 6749 §3.2: an empty parameter is treated as absent.
+  const bodyId = params.client_id || undefined
+  const bodySecret = params.client_secret || undefined
   let id: string
   let secret: string | undefined
   let method: ClientAuthMethod
@@ -47,7 +48,7 @@ export async function authenticateClient(req: FastifyRequest, params: Readonly<R
     if (bodyId !== undefined && bodyId !== id) throw new OAuthError('invalid_request', 'client_id does not match the authenticated client')
     method = 'client_secret_basic'
   } else {
-    if (bodyId === undefined || bodyId === '') throw new OAuthError('invalid_client', 'client authentication failed', 'no client credentials')
+    if (bodyId === undefined) throw new OAuthError('invalid_client', 'client authentication failed', 'no client credentials')
     id = bodyId
     secret = bodySecret
     method = secret !== undefined ? 'client_secret_post' : 'none'

@@ -5,6 +5,7 @@ import { GRANTS } from '../grants/index.js'
 import { grantDeps, type Services } from '../services.js'
 import { authenticateClient } from './client-auth.js'
 import { methodNotAllowed } from './not-allowed.js'
+import { requireAllowedOrigin } from './origin.js'
 import { formParams, requestContext } from './params.js'
 import { sendTokens } from './respond.js'
 
@@ -18,6 +19,8 @@ export function tokenRoute(app: FastifyInstance, s: Services): void {
     const grant = (GRANT_TYPES as readonly string[]).includes(grantType) ? GRANTS.get(grantType as GrantType) : undefined
     if (!grant) throw new OAuthError('unsupported_grant_type', `unsupported grant_type: ${grantType.slice(0, 64)}`)
     if (!client.grantTypes.includes(grantType as GrantType)) throw new OAuthError('unauthorized_client', `this client may not use ${grantType}`)
+    // Browser clients get a cookie from here too: same login-CSRF guard as /login.
+    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
     const tokens = await grant(params, client, grantDeps(s, requestContext(req)))
     return sendTokens(reply, s, client, tokens)
   })

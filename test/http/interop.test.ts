@@ -1,0 +1,220 @@
+// Interoperability over real HTTP with real client libraries: openid-client v6 (discovery,
+// grants, userinfo, revocation, introspection) and jose's remote JWKS verifier.
+import { createServer } from 'node:net'
+import t from 'tap'
+import type { Test } from 'tap'
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify } from 'jose'
+import * as oidc from 'openid-client'
+import { parseKek } from '../../src/keys/kek.js'
+import { rotateKey } from '../../src/keys/keys.store.js'
+import { TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+
+const API = 'https://api.example.com'
+const PASSWORD = 'correct horse battery'
+
+/** A port that was free a moment ago (the issuer must name it before the app is built). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Tessera listening on 127.0.0.1 with an issuer that is its own URL, a client, and openid-client configured by discovery. */
+async function served(t: Test) {
+  const port = await freePort()
+  const issuer = `http://127.0.0.1:${port}`
+  const app = await testApp(t, { env: { ISSUER: issuer } })
+  await app.app.listen({ port, host: '127.0.0.1' })
+  const client = await app.createClient()
+  const secret = client.secret!
+  const config = await oidc.discovery(new URL(issuer), client.id, secret, oidc.ClientSecretBasic(secret), { execute: [oidc.allowInsecureRequests] })
+  return { app, issuer, client, config }
+}
+
+/** A jose remote JWKS that counts its fetches. */
+function remoteJwks(issuer: string, opts: { cooldownDuration?: number } = {}) {
+  const counter = { fetches: 0 }
+  const jwks = createRemoteJWKSet(new URL(`${issuer}/.well-known/jwks.json`), {
+    ...opts,
+    [customFetch]: (url: string, init: RequestInit) => {
+      counter.fetches++
+      return fetch(url, init)
+    },
+  })
+  return { jwks, counter }
+}
+
+const verifyAt = (token: string, jwks: ReturnType<typeof createRemoteJWKSet>, issuer: string) =>
+  jwtVerify(token, jwks, { issuer, audience: API, typ: 'at+jwt' })
+
+async function activeKid(app: TestApp): Promise<string> {
+  const row = await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').executeTakeFirstOrThrow()
+  return row.kid
+}
+
+t.test('openid-client discovers Tessera and runs client_credentials; jose verifies the access token through the JWKS (#92)', async (t) => {
+  const { app, issuer, client, config } = await served(t)
+  const meta = config.serverMetadata()
+  t.equal(meta.issuer, issuer, 'issuer is exact, no trailing slash')
+  t.equal(meta.token_endpoint, `${issuer}/token`)
+  t.equal(meta.jwks_uri, `${issuer}/.well-known/jwks.json`)
+  t.same(meta.id_token_signing_alg_values_supported, ['ES256'], 'the algorithm of the key actually used')
+
+  const tokens = await oidc.clientCredentialsGrant(config, { scope: 'read' })
+  t.equal(tokens.token_type, 'bearer')
+  t.equal(tokens.expires_in, 900)
+  t.equal(tokens.scope, 'read')
+  t.equal(tokens.refresh_token, undefined, 'RFC 6749 §4.4.3: no refresh token for client_credentials')
+  t.equal(tokens.id_token, undefined)
+
+  const { jwks } = remoteJwks(issuer)
+  const { payload, protectedHeader } = await verifyAt(tokens.access_token, jwks, issuer)
+  t.same(protectedHeader, { alg: 'ES256', kid: await activeKid(app), typ: 'at+jwt' })
+  t.match(payload, { iss: issuer, sub: client.id, aud: API, client_id: client.id, scope: 'read' })
+  t.type(payload.jti, 'string')
+  t.equal(payload.exp! - payload.iat!, 900)
+})
+
+t.test('after a key rotation, tokens of the old and the new key both verify through one cached remote JWKS (#86)', async (t) => {
+  const { app, issuer, config } = await served(t)
+  // No cooldown: jose may re-fetch at once when a token names an unknown kid.
+  const { jwks, counter } = remoteJwks(issuer, { cooldownDuration: 0 })
+  const a = (await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token
+  await verifyAt(a, jwks, issuer)
+  t.equal(counter.fetches, 1, 'the JWKS was fetched and cached')
+  const oldKid = await activeKid(app)
+
+  const rotated = await rotateKey(app.database.db, 'ES256', parseKek(TEST_KEK))
+  t.same(rotated.retired, [oldKid])
+  await app.services.keyring.reload()
+  const b = (await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token
+
+  const kidA = decodeProtectedHeader(a).kid
+  const kidB = decodeProtectedHeader(b).kid
+  t.equal(kidA, oldKid)
+  t.equal(kidB, rotated.kid)
+  t.not(kidA, kidB, 'the new token is signed by the new key')
+
+  const vb = await verifyAt(b, jwks, issuer)
+  t.equal(vb.protectedHeader.kid, rotated.kid)
+  t.equal(counter.fetches, 2, 'the unknown kid made jose re-fetch the JWKS once')
+  const va = await verifyAt(a, jwks, issuer)
+  t.equal(va.protectedHeader.kid, oldKid, 'the retired key is still published: the old token still verifies')
+  t.equal(counter.fetches, 2, 'no further fetch for a known kid')
+
+  const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }
+  t.same(published.keys.map((k) => k.kid).sort(), [oldKid, rotated.kid].sort())
+})
+
+t.test(
+  'a token minted right after `keys rotate` verifies with jose defaults: a new key is published before it signs (#85)',
+  { todo: 'bug: rotateKey activates the new key at once; it must be published (pending) for the JWKS max-age before it signs' },
+  async (t) => {
+    const { app, issuer, config } = await served(t)
+    // jose's defaults: a 30 s cooldown between fetches, so an unknown kid right after a fetch fails.
+    const { jwks } = remoteJwks(issuer)
+    await verifyAt((await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token, jwks, issuer)
+    await rotateKey(app.database.db, 'ES256', parseKek(TEST_KEK))
+    await app.services.keyring.reload()
+    const b = (await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token
+    const outcome = await verifyAt(b, jwks, issuer).then(
+      () => 'verified',
+      (err: Error & { code?: string }) => err.code ?? err.message,
+    )
+    t.equal(outcome, 'verified', 'a resource server with a cached JWKS accepts the new token')
+  },
+)
+
+t.test('openid-client: password grant, refresh rotation with a new refresh token, and userinfo for the expected sub', async (t) => {
+  const { app, issuer, client, config } = await served(t)
+  const alice = await app.createUser('alice', PASSWORD)
+  const first = await oidc.genericGrantRequest(config, 'password', { username: 'alice', password: PASSWORD, scope: 'openid read' })
+  t.equal(first.token_type, 'bearer')
+  t.equal(first.scope, 'openid read')
+  t.match(first.refresh_token, /^tsr_[A-Za-z0-9_-]{43}$/)
+  // openid-client validated the ID token (iss, aud, exp, iat, alg from discovery).
+  const idClaims = first.claims()!
+  t.match(idClaims, { iss: issuer, sub: alice.id, aud: client.id, azp: client.id, preferred_username: 'alice' })
+
+  const next = await oidc.refreshTokenGrant(config, first.refresh_token!)
+  t.match(next.refresh_token, /^tsr_[A-Za-z0-9_-]{43}$/)
+  t.not(next.refresh_token, first.refresh_token, 'rotation: a new refresh token')
+  t.not(next.access_token, first.access_token)
+  t.equal(next.scope, 'openid read')
+  const nextClaims = next.claims()!
+  t.equal(nextClaims.sub, alice.id)
+  t.equal(nextClaims.auth_time, idClaims.auth_time, 'OIDC Core §12.2: the original auth_time (#69)')
+
+  const info = await oidc.fetchUserInfo(config, next.access_token, alice.id)
+  t.same(info, { sub: alice.id, preferred_username: 'alice' })
+  await t.rejects(oidc.fetchUserInfo(config, next.access_token, '00000000-0000-4000-8000-000000000000'), 'openid-client refuses a sub other than the expected one')
+
+  const { jwks } = remoteJwks(issuer)
+  const { payload } = await verifyAt(next.access_token, jwks, issuer)
+  t.match(payload, { sub: alice.id, client_id: client.id, scope: 'openid read', sid: String })
+  t.same(payload.aud, [API, issuer], 'openid adds the issuer (userinfo) to the audience')
+})
+
+t.test('openid-client tokenRevocation of a refresh token: the refresh then fails with invalid_grant (#71)', async (t) => {
+  const { app, config } = await served(t)
+  await app.createUser('alice', PASSWORD)
+  const login = await oidc.genericGrantRequest(config, 'password', { username: 'alice', password: PASSWORD, scope: 'openid read' })
+  await oidc.tokenRevocation(config, login.refresh_token!)
+
+  const err = await oidc.refreshTokenGrant(config, login.refresh_token!).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  t.ok(err instanceof oidc.ResponseBodyError, 'an OAuth error response')
+  const rbe = err as oidc.ResponseBodyError
+  t.equal(rbe.status, 400)
+  t.equal(rbe.error, 'invalid_grant')
+  t.same(rbe.cause, { error: 'invalid_grant', error_description: 'refresh token is invalid' })
+
+  const fam = await app.database.db.selectFrom('refresh_token_family').select(['revoked_at', 'revoked_reason']).executeTakeFirstOrThrow()
+  t.not(fam.revoked_at, null)
+  t.equal(fam.revoked_reason, 'revoked_by_client')
+  // The family's access token is refused by Tessera's own endpoints too.
+  t.same(await oidc.tokenIntrospection(config, login.access_token), { active: false })
+  await t.rejects(oidc.fetchUserInfo(config, login.access_token, oidc.skipSubjectCheck))
+})
+
+t.test('openid-client tokenIntrospection: a live access token is active with its claims; once revoked it is inactive (#72, #82)', async (t) => {
+  const { app, issuer, client, config } = await served(t)
+  const alice = await app.createUser('alice', PASSWORD)
+  const login = await oidc.genericGrantRequest(config, 'password', { username: 'alice', password: PASSWORD, scope: 'openid read' })
+  const { payload } = await verifyAt(login.access_token, remoteJwks(issuer).jwks, issuer)
+
+  const active = await oidc.tokenIntrospection(config, login.access_token)
+  t.same(active, {
+    active: true,
+    token_type: 'Bearer',
+    scope: 'openid read',
+    client_id: client.id,
+    sub: alice.id,
+    aud: [API, issuer],
+    iss: issuer,
+    exp: payload.exp,
+    iat: payload.iat,
+    jti: payload.jti,
+    sid: payload.sid,
+  })
+
+  const cc = await oidc.clientCredentialsGrant(config, { scope: 'read write' })
+  const ccInfo = await oidc.tokenIntrospection(config, cc.access_token)
+  t.match(ccInfo, { active: true, client_id: client.id, sub: client.id, scope: 'read write', aud: API })
+
+  t.same(await oidc.tokenIntrospection(config, login.refresh_token!), { active: false }, 'refresh tokens are not introspected')
+  t.same(await oidc.tokenIntrospection(config, 'not.a.token'), { active: false })
+
+  await oidc.tokenRevocation(config, login.access_token)
+  t.same(await oidc.tokenIntrospection(config, login.access_token), { active: false }, 'the revoked jti is denylisted')
+  const denied = await app.database.db.selectFrom('revoked_access_token').select('jti').execute()
+  t.same(denied, [{ jti: payload.jti }])
+  t.match(await oidc.tokenIntrospection(config, cc.access_token), { active: true }, 'other tokens stay active')
+})
