@@ -331,8 +331,6 @@ t.test('empty and unknown parameters (#33, #34)', async (t) => {
   })
 
   // RFC 6749 §3.2: "Parameters sent without a value MUST be treated as if they were omitted."
-  // Today parseForm keeps empty values, and client-auth.ts compares them as if they were set.
-  const EMPTY_AUTH_PARAMS = 'empty client_id / client_secret are not yet treated as absent (client-auth.ts)'
 
   t.test('client_id= (empty) next to Basic auth is treated as absent', async (t) => {
     const res = await tokenRequest(app, { grant_type: 'client_credentials', client_id: '' }, client)
