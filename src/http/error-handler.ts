@@ -32,7 +32,7 @@ export function sendError(reply: FastifyReply, e: OAuthError): FastifyReply {
   if (e.code === 'invalid_client' && e.authScheme === 'Basic') reply.header('www-authenticate', 'Basic realm="tessera", charset="UTF-8"')
   if (e.authScheme === 'Bearer') {
     // RFC 6750 §3: no error code when the request carried no token at all.
-    const params = e.code === 'invalid_request' && e.detail === 'no token' ? 'realm="tessera"' : `realm="tessera", error="${e.code}", error_description="${e.description}"`
+    const params = e.detail === 'no token' ? 'realm="tessera"' : `realm="tessera", error="${e.code}", error_description="${e.description}"`
     reply.header('www-authenticate', `Bearer ${params}`)
   }
   return reply.send({ error: e.code, error_description: e.description })

@@ -29,8 +29,7 @@ export function revokeRoute(app: FastifyInstance, s: Services): void {
     } else if (token.split('.').length === 3) {
       const claims = await verifyAccessToken(s.keyring, s.config.issuer, undefined, token, Math.floor(s.now() / 1000)).catch(() => undefined)
       if (claims && claims.client_id === client.id) {
-        await denylistAccessToken(s.db, claims.jti, claims.exp)
-        await recordEvent(s.db, { type: 'access_token.revoked', clientId: client.id, familyId: claims.sid, ...ctx, detail: { jti: claims.jti } })
+        if (await denylistAccessToken(s.db, claims.jti, claims.exp)) await recordEvent(s.db, { type: 'access_token.revoked', clientId: client.id, familyId: claims.sid, ...ctx, detail: { jti: claims.jti } })
       }
     }
     return reply.header('cache-control', 'no-store').code(200).send()

@@ -72,6 +72,8 @@ export async function issueIdToken(
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
+const MAX_LIFETIME_SECONDS = 86_400
+
 // Generous upper bound on a compact JWS we would ever issue; anything longer is garbage.
 const MAX_TOKEN_LENGTH = 8192
 
@@ -83,7 +85,7 @@ const MAX_TOKEN_LENGTH = 8192
 export async function verifyAccessToken(keyring: Keyring, issuer: string, audience: string | undefined, token: string, nowSeconds: number): Promise<AccessTokenClaims> {
   if (token.length > MAX_TOKEN_LENGTH) throw new OAuthError('invalid_token', 'the access token is invalid', 'token too long')
   try {
-    const { payload } = await jwtVerify(token, keyring.verificationKey, {
+    const { payload, protectedHeader } = await jwtVerify(token, keyring.verificationKey, {
       issuer,
       ...(audience !== undefined ? { audience } : {}),
       typ: 'at+jwt',
@@ -91,8 +93,13 @@ export async function verifyAccessToken(keyring: Keyring, issuer: string, audien
       requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id'],
       currentDate: new Date(nowSeconds * 1000),
       clockTolerance: 5,
-      maxTokenAge: 86_400,
+      maxTokenAge: MAX_LIFETIME_SECONDS,
     })
+    // RFC 7797 unencoded payloads have no place in a JWT, with or without `crit`.
+    if ('b64' in protectedHeader) throw new Error('b64 header')
+    // NumericDates we issue are whole seconds, and no token of ours lives longer than a day.
+    const { exp, iat } = payload
+    if (!Number.isSafeInteger(exp) || !Number.isSafeInteger(iat) || exp! - iat! <= 0 || exp! - iat! > MAX_LIFETIME_SECONDS) throw new Error('implausible exp/iat')
     if (typeof payload.client_id !== 'string' || typeof payload.sub !== 'string' || typeof payload.jti !== 'string') {
       throw new Error('claims of the wrong type')
     }

@@ -1,13 +1,15 @@
 import { sql } from 'kysely'
 import type { Executor } from '../db/schema.js'
 
-/** RFC 7009: denylists an access token's `jti` until the token would expire anyway. */
-export async function denylistAccessToken(db: Executor, jti: string, expiresAtSeconds: number): Promise<void> {
-  await db
+/** RFC 7009: denylists an access token's `jti` until it would expire anyway; false if it already was. */
+export async function denylistAccessToken(db: Executor, jti: string, expiresAtSeconds: number): Promise<boolean> {
+  const inserted = await db
     .insertInto('revoked_access_token')
     .values({ jti, expires_at: new Date(expiresAtSeconds * 1000) })
     .onConflict((oc) => oc.column('jti').doNothing())
-    .execute()
+    .returning('jti')
+    .executeTakeFirst()
+  return inserted !== undefined
 }
 
 /**
