@@ -74,6 +74,10 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   }
   const keyring = new Keyring(database.db, kek, config.cacheRefreshSeconds, app.log)
   await keyring.start()
+  if (!keyring.canSign()) {
+    keyring.stop()
+    throw new Error('cannot decrypt the active signing key with KEY_ENCRYPTION_KEY (wrong key, or a tampered row): refusing to start')
+  }
 
   const services: Services = {
     config,

@@ -99,7 +99,7 @@ export function loadConfig(env: Env = process.env): Config {
     try { url = new URL(issuer) } catch { problems.push(`ISSUER must be an absolute URL (got "${issuer}")`) }
     if (url) {
       // OIDC Discovery §3: https, no query or fragment; we keep it without a trailing slash.
-      if (url.search || url.hash) problems.push('ISSUER must not have a query or fragment')
+      if (url.search || url.hash || /[?#]/.test(issuer)) problems.push('ISSUER must not have a query or fragment')
       if (url.protocol !== 'https:' && url.protocol !== 'http:') problems.push('ISSUER must be an http(s) URL')
       if (production && url.protocol !== 'https:' && !bool('ALLOW_INSECURE_ISSUER', false)) {
         problems.push('ISSUER must use https in production (set ALLOW_INSECURE_ISSUER=true only for a local demo)')

@@ -5,7 +5,6 @@ export type OAuthErrorCode =
   | 'invalid_grant'
   | 'unauthorized_client'
   | 'unsupported_grant_type'
-  | 'unsupported_token_type'
   | 'invalid_scope'
   | 'invalid_token'
   | 'insufficient_scope'
@@ -23,7 +22,6 @@ const STATUS: Record<OAuthErrorCode, number> = {
   invalid_grant: 400,
   unauthorized_client: 400,
   unsupported_grant_type: 400,
-  unsupported_token_type: 400,
   invalid_scope: 400,
   invalid_token: 401,
   insufficient_scope: 403,
@@ -84,6 +82,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   const msg = err.message
   return (
     msg.includes('Connection terminated') ||
+    msg.includes('Query read timeout') ||
     msg.includes('timeout exceeded when trying to connect') ||
     msg.includes('Client has encountered a connection error') ||
     msg.includes('database is closed') ||

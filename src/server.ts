@@ -8,7 +8,9 @@ import { isDatabaseUnavailable } from './errors.js'
 
 /** Opens the configured database and applies migrations where that is automatic. */
 export async function openConfiguredDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<DatabaseHandle> {
-  const handle = await openDatabase(databaseTarget(config))
+  // Before the app's logger exists: the same JSON line shape on stderr.
+  const log = { warn: (obj: object, msg: string) => console.error(JSON.stringify({ level: 40, time: Date.now(), ...obj, msg })) }
+  const handle = await openDatabase(databaseTarget(config), log)
   try {
     // The embedded database always migrates itself; PostgreSQL when MIGRATE_ON_START (development).
     if (opts.migrate ?? (handle.kind === 'pglite' || config.migrateOnStart)) await migrateToLatest(handle.db)

@@ -20,7 +20,8 @@ export interface AuditEvent {
   detail?: Record<string, unknown>
 }
 
-const trim = (s: string | undefined, n: number) => (s === undefined ? null : s.slice(0, n))
+/** Bounds a client-supplied string (IP, user agent) before it is stored. */
+export const trim = (s: string | undefined, n: number) => (s === undefined ? null : s.slice(0, n))
 
 /** Appends one event; pass a transaction to make it part of the change it records. */
 export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
@@ -38,9 +39,3 @@ export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
     .execute()
 }
 
-/** Newest events first, optionally of one family. */
-export async function listEvents(db: Executor, opts: { familyId?: string; limit?: number } = {}) {
-  let q = db.selectFrom('audit_event').selectAll().orderBy('id', 'desc').limit(opts.limit ?? 100)
-  if (opts.familyId) q = q.where('family_id', '=', opts.familyId)
-  return q.execute()
-}

@@ -19,9 +19,4 @@ export class ClientCache {
     this.entries.set(id, { client, expires: now + this.ttlSeconds * 1000 })
     return client
   }
-
-  invalidate(id?: string): void {
-    if (id === undefined) this.entries.clear()
-    else this.entries.delete(id)
-  }
 }

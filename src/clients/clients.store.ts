@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { sql } from 'kysely'
-import type { ClientRow, Executor } from '../db/schema.js'
+import type { ClientRow, Db, Executor } from '../db/schema.js'
 
 export const GRANT_TYPES = ['client_credentials', 'refresh_token', 'password'] as const
 export type GrantType = (typeof GRANT_TYPES)[number]
@@ -92,11 +92,13 @@ export async function listClients(db: Executor): Promise<Client[]> {
 }
 
 /** Disables a client and revokes its refresh-token families; false when unknown. */
-export async function disableClient(db: Executor, id: string): Promise<boolean> {
-  const row = await db.updateTable('client').set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` }).where('id', '=', id).returning('id').executeTakeFirst()
-  if (!row) return false
-  await db.updateTable('refresh_token_family').set({ revoked_at: sql`now()`, revoked_reason: 'client_disabled' }).where('client_id', '=', id).where('revoked_at', 'is', null).execute()
-  return true
+export async function disableClient(db: Db, id: string): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.updateTable('client').set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` }).where('id', '=', id).returning('id').executeTakeFirst()
+    if (!row) return false
+    await trx.updateTable('refresh_token_family').set({ revoked_at: sql`now()`, revoked_reason: 'client_disabled' }).where('client_id', '=', id).where('revoked_at', 'is', null).execute()
+    return true
+  })
 }
 
 /** Every origin any client allows, for CORS preflights. */

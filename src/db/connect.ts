@@ -27,17 +27,27 @@ export function databaseTarget(config: Config): DatabaseTarget {
 /** Opens the database; PGlite takes an exclusive lock on its data folder. */
 export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: object, msg: string): void }): Promise<DatabaseHandle> {
   if (target.kind === 'postgres') {
+    const statementTimeoutMs = Math.max(15_000, target.lockTimeoutMs * 3)
     const pool = new pg.Pool({
       connectionString: target.url,
       max: target.poolSize,
       connectionTimeoutMillis: target.acquireTimeoutMs,
       idleTimeoutMillis: 30_000,
       // Bounded waits: a stuck row lock or a runaway query becomes a 503, not a hung request.
-      options: `-c lock_timeout=${target.lockTimeoutMs} -c statement_timeout=${Math.max(15_000, target.lockTimeoutMs * 3)} -c idle_in_transaction_session_timeout=60000`,
+      options: `-c lock_timeout=${target.lockTimeoutMs} -c statement_timeout=${statementTimeoutMs} -c idle_in_transaction_session_timeout=60000`,
+      // A silent network partition (no RST) would otherwise hang a query until TCP gives up.
+      query_timeout: statementTimeoutMs + 2_000,
+      keepAlive: true,
       application_name: 'tessera',
     })
+    const warn = (what: string) => (err: Error) => log?.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, what)
     // An idle client losing its connection must not crash the process; the next query reconnects.
-    pool.on('error', (err) => log?.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'idle database connection lost'))
+    pool.on('error', warn('idle database connection lost'))
+    pool.on('connect', (client) => {
+      // pg-pool listens only to idle clients; a checked-out one whose socket dies emits 'error' too.
+      client.on('error', warn('database connection lost during a request'))
+      dropConnectionOnQueryTimeout(client)
+    })
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
     return { db, kind: 'postgres', close: () => db.destroy() }
   }
@@ -61,6 +71,23 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
   } catch (err) {
     unlock()
     throw err
+  }
+}
+
+/**
+ * After pg's client-side `query_timeout` the connection still has the lost query in flight, and
+ * every later query would queue behind it. Destroy the socket, so the pool drops the client.
+ */
+function dropConnectionOnQueryTimeout(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown
+  ;(client as unknown as { query: typeof query }).query = (...args: unknown[]) => {
+    const result = query(...args)
+    if (result instanceof Promise) {
+      result.catch((err: Error) => {
+        if (err.message === 'Query read timeout') (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy()
+      })
+    }
+    return result
   }
 }
 

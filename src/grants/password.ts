@@ -18,7 +18,7 @@ const MAX_USERNAME_LENGTH = 256
 export async function authenticateUser(deps: GrantDeps, client: Client, username: string, password: string) {
   if (username.length > MAX_USERNAME_LENGTH) throw new OAuthError('invalid_request', 'username is too long')
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new OAuthError('invalid_request', 'password is too long')
-  const user = await findUserByUsername(deps.db, username)
+  const user = username.includes('\0') ? undefined : await findUserByUsername(deps.db, username)
   const ok = user && !user.disabled && password !== '' ? await deps.hasher.verify(user.passwordHash, password) : await deps.hasher.verifyDecoy(password)
   if (!user || !ok || user.disabled) {
     await recordEvent(deps.db, { type: 'login.failed', clientId: client.id, userId: user?.id, ...deps.ctx, detail: { reason: !user ? 'unknown_user' : user.disabled ? 'disabled' : 'bad_password' } })
@@ -34,6 +34,7 @@ export async function passwordLogin(deps: GrantDeps, client: Client, username: s
   if (!client.grantTypes.includes('password')) throw new OAuthError('unauthorized_client', 'this client may not log users in with a password')
   const scope = grantScope(parseScope(rawScope), client.scopes)
   const user = await authenticateUser(deps, client, username, password)
+  deps.keyring.activeSigner() // 503 before any write if nothing can sign
   let refresh: { token: string; familyExpiresAt: Date } | undefined
   let sessionId: string | undefined
   let authTime = new Date(deps.now() * 1000)
@@ -47,8 +48,10 @@ export async function passwordLogin(deps: GrantDeps, client: Client, username: s
     refresh = { token: created.refreshToken, familyExpiresAt: created.family.expiresAt }
     sessionId = created.family.id
     authTime = created.family.authTime
+  } else {
+    // With a family, createFamily audits the login in the transaction that creates it.
+    await recordEvent(deps.db, { type: 'login.succeeded', clientId: client.id, userId: user.id, ...deps.ctx })
   }
-  await recordEvent(deps.db, { type: 'login.succeeded', clientId: client.id, userId: user.id, familyId: sessionId, ...deps.ctx })
   return issueTokens(deps, client, scope, { userId: user.id, username: user.username, roles: user.roles, authTime, sessionId }, refresh)
 }
 

@@ -8,6 +8,8 @@ import { requireParam } from './types.js'
 /** RFC 6749 §6 with rotation: every refresh returns a new refresh token. */
 export const refreshTokenGrant: Grant = async (params, client, deps) => {
   const presented = requireParam(params, 'refresh_token')
+  // Fail before the token is spent if nothing can sign the answer (503, the token stays good).
+  deps.keyring.activeSigner()
   const requested = parseScope(params.scope)
   const lifetimes = { idleSeconds: deps.config.refreshTokenIdleTtlSeconds, absoluteSeconds: deps.config.refreshTokenAbsoluteTtlSeconds }
   const outcome = await rotate(deps.db, presented, { clientId: client.id, scope: requested }, lifetimes, deps.ctx)

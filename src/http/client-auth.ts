@@ -53,7 +53,7 @@ export async function authenticateClient(req: FastifyRequest, params: Readonly<R
     secret = bodySecret
     method = secret !== undefined ? 'client_secret_post' : 'none'
   }
-  const client = id.length <= 128 ? await clients.get(id) : undefined
+  const client = id.length <= 128 && !id.includes('\0') ? await clients.get(id) : undefined
   const fail = (detail: string) => {
     const e = new OAuthError('invalid_client', 'client authentication failed', detail)
     return method === 'client_secret_basic' ? e.withScheme('Basic') : e

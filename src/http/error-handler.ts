@@ -17,11 +17,11 @@ export function toOAuthError(err: unknown): OAuthError {
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new OAuthError('invalid_request', 'the request body is malformed')
   }
-  if (fe.statusCode === 400 || (err instanceof SyntaxError && 'body' in (err as object))) {
-    return new OAuthError('invalid_request', 'the request is malformed')
-  }
-  if (typeof fe.statusCode === 'number' && fe.statusCode === 413) return new OAuthError('payload_too_large', 'the request body is too large')
-  if (typeof fe.statusCode === 'number' && fe.statusCode === 415) return new OAuthError('unsupported_media_type', 'unsupported content type')
+  // PostgreSQL refuses NUL bytes and invalid UTF-8 in text: that is bad input, not a server fault.
+  if (fe.code === '22021' || fe.code === '22P05') return new OAuthError('invalid_request', 'the request contains invalid characters')
+  if (fe.statusCode === 400) return new OAuthError('invalid_request', 'the request is malformed')
+  if (fe.statusCode === 413) return new OAuthError('payload_too_large', 'the request body is too large')
+  if (fe.statusCode === 415) return new OAuthError('unsupported_media_type', 'unsupported content type')
   return new OAuthError('server_error', 'internal server error')
 }
 

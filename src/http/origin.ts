@@ -3,9 +3,8 @@ import type { Client } from '../clients/clients.store.js'
 import { OAuthError } from '../errors.js'
 
 /**
- * CSRF guard for cookie-authenticated requests (OWASP CSRF cheat sheet: verify the origin,
- * use Fetch Metadata): the Origin must be one the client lists; `null`, missing and
- * cross-site-without-origin requests are refused.
+ * CSRF guard for cookie-authenticated requests (OWASP CSRF cheat sheet, origin verification):
+ * the Origin must be one the client lists; `null` and missing origins are refused.
  */
 export function requireAllowedOrigin(req: FastifyRequest, client: Client): void {
   const origin = req.headers.origin

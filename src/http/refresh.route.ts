@@ -15,7 +15,7 @@ export function refreshRoute(app: FastifyInstance, s: Services): void {
     const token = readRefreshCookie(req, s.config)
     const family = await findFamilyByToken(s.db, token)
     const client = family && (await s.clients.get(family.clientId))
-    if (!client || client.disabled || client.refreshDelivery !== 'cookie') throw new OAuthError('invalid_grant', 'refresh token is invalid', 'no cookie family')
+    if (!client || client.disabled || client.refreshDelivery !== 'cookie' || !client.grantTypes.includes('refresh_token')) throw new OAuthError('invalid_grant', 'refresh token is invalid', 'no cookie family')
     requireAllowedOrigin(req, client)
     // A loser of a concurrent refresh gets an error and no Set-Cookie, so the winner's cookie stays.
     const tokens = await refreshTokenGrant({ refresh_token: token }, client, grantDeps(s, requestContext(req)))

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
 import { UUID, verifyAccessToken } from '../tokens/access-token.js'
-import { isAccessTokenLive } from '../tokens/revoked-access-tokens.store.js'
+import { accessTokenIsLive } from '../tokens/access-token-status.js'
 import { findUserById } from '../users/users.store.js'
 import { methodNotAllowed } from './not-allowed.js'
 
@@ -24,7 +24,7 @@ export function userinfoRoute(app: FastifyInstance, s: Services): void {
     })
     if (!claims.scope?.split(' ').includes('openid')) throw new OAuthError('insufficient_scope', 'the openid scope is required').withScheme('Bearer')
     // Revoked by /revoke, by logout, or with its family on reuse detection.
-    if (!(await isAccessTokenLive(s.db, claims.jti, claims.sid))) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked').withScheme('Bearer')
+    if (!(await accessTokenIsLive(s.db, s.clients, claims))) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked').withScheme('Bearer')
     const user = UUID.test(claims.sub) ? await findUserById(s.db, claims.sub) : undefined
     if (!user || user.disabled) throw new OAuthError('invalid_token', 'the access token is invalid', 'no such user').withScheme('Bearer')
     return { sub: user.id, preferred_username: user.username, ...(user.roles.length > 0 ? { roles: user.roles } : {}) }

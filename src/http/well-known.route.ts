@@ -16,7 +16,7 @@ export function discoveryDocument(s: Services) {
     response_types_supported: ['token'],
     token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
     revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
-    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     scopes_supported: ['openid'],
     subject_types_supported: ['public'],
     id_token_signing_alg_values_supported: s.keyring.algorithms(),
@@ -24,7 +24,7 @@ export function discoveryDocument(s: Services) {
     // Tessera-specific first-party endpoints.
     login_endpoint: `${iss}/login`,
     refresh_endpoint: `${iss}/refresh`,
-    end_session_endpoint: `${iss}/logout`,
+    logout_endpoint: `${iss}/logout`,
   }
 }
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { importJWK, type CryptoKey, type JWK, type JWSHeaderParameters, type KeyObject } from 'jose'
 import type { Db, KeyState } from '../db/schema.js'
+import { OAuthError } from '../errors.js'
 import { open, type Kek } from './kek.js'
 import { loadLiveKeys } from './keys.store.js'
 
@@ -95,10 +96,14 @@ export class Keyring {
     this.fingerprint = fingerprint
   }
 
-  /** The active key, or throws when none can sign (misconfigured KEK). */
+  /** The active key; `temporarily_unavailable` when none can sign (misconfigured KEK). */
   activeSigner(): Signer {
-    if (!this.signer) throw new Error('no active signing key can be used')
+    if (!this.signer) throw new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'no usable signing key')
     return this.signer
+  }
+
+  canSign(): boolean {
+    return this.signer !== undefined
   }
 
   jwksDocument(): JwksDocument {

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import type { Db, Executor } from '../db/schema.js'
-import { recordEvent } from '../audit/audit.store.js'
+import { recordEvent, trim } from '../audit/audit.store.js'
 import { hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from './refresh-token.js'
 
 /** What a live family lets the holder of its newest token do. */
@@ -35,9 +35,7 @@ export type RotateOutcome =
   | { kind: 'not_found' | 'wrong_client' | 'revoked' | 'expired' | 'user_disabled' | 'invalid_scope' }
   | { kind: 'reused'; familyId: string }
 
-const trim = (s: string | undefined, n: number) => (s === undefined ? null : s.slice(0, n))
-
-/** Starts a family (one login on one device) with its first refresh token. */
+/** Starts a family (one login on one device) with its first refresh token; audits the login with it. */
 export async function createFamily(
   db: Db,
   input: { clientId: string; userId: string; scope: string },
@@ -68,6 +66,7 @@ export async function createFamily(
         expires_at: sql`least(now() + make_interval(secs => ${lifetimes.idleSeconds}), ${fam.expires_at})`,
       })
       .execute()
+    await recordEvent(trx, { type: 'login.succeeded', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx })
     await recordEvent(trx, { type: 'refresh_token.issued', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx })
     return { family: toFamily(fam), refreshToken: token }
   })
@@ -175,18 +174,6 @@ export async function revokeFamily(db: Db, familyId: string, reason: string, ctx
     if (row) await recordEvent(trx, { type: 'refresh_token.revoked', familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx, detail: { reason } })
     return row !== undefined
   })
-}
-
-/** True when the family exists and is neither revoked nor past its absolute expiry. */
-export async function isFamilyLive(db: Executor, familyId: string): Promise<boolean> {
-  const row = await db
-    .selectFrom('refresh_token_family')
-    .select('id')
-    .where('id', '=', familyId)
-    .where('revoked_at', 'is', null)
-    .where('expires_at', '>', sql<Date>`now()`)
-    .executeTakeFirst()
-  return row !== undefined
 }
 
 function toFamily(f: { id: string; client_id: string; user_id: string; scope: string; auth_time: Date; expires_at: Date }): Family {

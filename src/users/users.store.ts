@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import type { AppUserRow, Executor } from '../db/schema.js'
+import type { AppUserRow, Db, Executor } from '../db/schema.js'
 
 /** A user as the rest of Tessera sees it. */
 export interface User {
@@ -55,19 +55,21 @@ export async function updatePasswordHash(db: Executor, id: string, passwordHash:
  * Disables a user and revokes all of their refresh-token families in one transaction;
  * returns false when there is no such user.
  */
-export async function disableUser(db: Executor, username: string): Promise<boolean> {
-  const row = await db
-    .updateTable('app_user')
-    .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
-    .where('username', '=', normalizeUsername(username))
-    .returning('id')
-    .executeTakeFirst()
-  if (!row) return false
-  await db
-    .updateTable('refresh_token_family')
-    .set({ revoked_at: sql`now()`, revoked_reason: 'user_disabled' })
-    .where('user_id', '=', row.id)
-    .where('revoked_at', 'is', null)
-    .execute()
-  return true
+export async function disableUser(db: Db, username: string): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx
+      .updateTable('app_user')
+      .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
+      .where('username', '=', normalizeUsername(username))
+      .returning('id')
+      .executeTakeFirst()
+    if (!row) return false
+    await trx
+      .updateTable('refresh_token_family')
+      .set({ revoked_at: sql`now()`, revoked_reason: 'user_disabled' })
+      .where('user_id', '=', row.id)
+      .where('revoked_at', 'is', null)
+      .execute()
+    return true
+  })
 }

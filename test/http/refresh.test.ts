@@ -78,3 +78,53 @@ t.test('a refresh whose database transaction fails half-way leaves nothing half-
   const retry = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
   t.equal(retry.statusCode, 200, 'the same token still works once the database recovers')
 })
+
+t.test('no usable signing key: refresh and login answer 503 before anything is written', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const first = await passwordLogin(app, client, 'alice', 'correct horse battery')
+  // Take every key out (as an emergency revoke would) and let this instance notice.
+  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
+  await app.services.keyring.reload()
+  const families = await app.database.db.selectFrom('refresh_token_family').select('id').execute()
+  const res = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token }, client)
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable, retry later' })
+  const login = await tokenRequest(app, { grant_type: 'password', username: 'alice', password: 'correct horse battery' }, client)
+  t.equal(login.statusCode, 503)
+  const used = await app.database.db.selectFrom('refresh_token').select('id').where('used_at', 'is not', null).execute()
+  t.equal(used.length, 0, 'the refresh token was not spent')
+  t.equal((await app.database.db.selectFrom('refresh_token_family').select('id').execute()).length, families.length, 'no family was created')
+  t.equal((await app.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 503, 'not ready')
+})
+
+t.test('a NUL byte in client_id or username is bad input (400/401), never a 500', async (t) => {
+  const app = await testApp(t)
+  await app.createUser('alice', 'correct horse battery')
+  const client = await app.createClient()
+  const byBody = await app.app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'grant_type=client_credentials&client_id=%00&client_secret=x' })
+  t.equal(byBody.statusCode, 401)
+  t.equal(byBody.json().error, 'invalid_client')
+  const login = await tokenRequest(app, { grant_type: 'password', username: 'ali\u0000ce', password: 'correct horse battery' }, client)
+  t.equal(login.statusCode, 400)
+  t.equal(login.json().error, 'invalid_grant')
+  const json = await app.app.inject({ method: 'POST', url: '/login', payload: { username: 'a\u0000', password: 'x', client_id: client.id, client_secret: client.secret } })
+  t.equal(json.statusCode, 400)
+})
+
+t.test('#60 /refresh for a client that lost the refresh_token grant is refused', async (t) => {
+  const app = await testApp(t, { env: { CACHE_REFRESH_SECONDS: '1' } })
+  await app.createUser('alice', 'correct horse battery')
+  const spa = await app.createClient({ isPublic: true, grantTypes: ['password', 'refresh_token'], refreshDelivery: 'cookie', allowedOrigins: ['https://app.example.com'] })
+  const login = await app.app.inject({ method: 'POST', url: '/login', headers: { origin: 'https://app.example.com' }, payload: { username: 'alice', password: 'correct horse battery', client_id: spa.id } })
+  t.equal(login.statusCode, 200)
+  const cookie = String(login.headers['set-cookie']).match(/__Secure-tessera_rt=([^;,]+)/)![1]!
+  await app.database.db.updateTable('client').set({ grant_types: ['password'] }).where('id', '=', spa.id).execute()
+  await new Promise((r) => setTimeout(r, 1100)) // the client cache lives CACHE_REFRESH_SECONDS
+  const res = await app.app.inject({ method: 'POST', url: '/refresh', headers: { origin: 'https://app.example.com', cookie: `__Secure-tessera_rt=${cookie}` } })
+  t.equal(res.statusCode, 400)
+  t.equal(res.json().error, 'invalid_grant')
+  const used = await app.database.db.selectFrom('refresh_token').select('id').where('used_at', 'is not', null).execute()
+  t.equal(used.length, 0, 'nothing was rotated')
+})

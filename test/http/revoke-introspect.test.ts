@@ -1,6 +1,7 @@
 // POST /revoke (RFC 7009) and POST /introspect (RFC 7662): SECURITY.md section D, #71–#76 and #82.
 import t from 'tap'
 import type { Test } from 'tap'
+import { disableClient } from '../../src/clients/clients.store.js'
 import { basic, FORM, form, ISSUER, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const PASSWORD = 'correct horse battery'
@@ -274,16 +275,44 @@ t.test('#82 /introspect of an active token by its own client: the claims, no-sto
   })
 })
 
-t.test("#82 /introspect of another client's token: active only for its audiences", async (t) => {
+t.test("#82 /introspect of another client's token: active only for the client id its audience names", async (t) => {
   const { app, client, login } = await setup(t)
   const tokens = await login()
   const stranger = await app.createClient({ audience: ['https://other.example.com'] })
   await assertInactive(t, app, stranger, tokens.access_token, 'a client that is not an audience of the token')
-  // A resource server named in the token's audience may introspect it (RFC 7662 §1).
-  const api = await app.createClient({ audience: ['https://api.example.com'], grantTypes: ['client_credentials'] })
-  const res = await introspect(app, api, tokens.access_token)
-  t.equal(res.json().active, true, 'a client whose audience the token names')
-  t.equal(res.json().client_id, client.id)
+  // Requesting tokens for the same API proves nothing about being that API: still inactive.
+  const sibling = await app.createClient({ audience: ['https://api.example.com'] })
+  await assertInactive(t, app, sibling, tokens.access_token, 'another client that requests tokens for the same audience')
+  // A resource server registered as a client, and named by its client id in the token's aud, may introspect it (RFC 7662 §1).
+  const api = await app.createClient({ audience: [], grantTypes: ['client_credentials'] })
+  const frontend = await app.createClient({ audience: [api.id], grantTypes: ['password', 'refresh_token'] })
+  const forApi = await passwordLogin(app, frontend, 'alice', PASSWORD, 'read')
+  const res = await introspect(app, api, forApi.access_token)
+  t.equal(res.json().active, true, 'the resource server named in aud')
+  t.equal(res.json().client_id, frontend.id)
+  t.same(res.json().aud, api.id)
+  await assertInactive(t, app, client, forApi.access_token, 'a third client')
+})
+
+t.test('#82 /introspect by a public client (client_id alone) → 401 invalid_client', async (t) => {
+  const { app, login } = await setup(t)
+  const tokens = await login()
+  const spa = await app.createClient({ isPublic: true, grantTypes: ['password', 'refresh_token'] })
+  const res = await app.app.inject({ method: 'POST', url: '/introspect', headers: FORM, payload: form({ client_id: spa.id, token: tokens.access_token }) })
+  t.equal(res.statusCode, 401)
+  t.same(res.json(), { error: 'invalid_client', error_description: 'client authentication failed' })
+  t.equal(res.headers['cache-control'], 'no-store')
+})
+
+t.test('#60 the client_credentials token of a disabled client is inactive', async (t) => {
+  const { app } = await setup(t, { env: { CACHE_REFRESH_SECONDS: '1' } })
+  const api = await app.createClient({ audience: [], grantTypes: ['client_credentials'] })
+  const worker = await app.createClient({ audience: [api.id], grantTypes: ['client_credentials'] })
+  const token = (await tokenRequest(app, { grant_type: 'client_credentials' }, worker)).json().access_token as string
+  t.equal((await introspect(app, api, token)).json().active, true, 'active before')
+  await disableClient(app.database.db, worker.id)
+  await new Promise((r) => setTimeout(r, 1100))
+  await assertInactive(t, app, api, token, 'after its client was disabled')
 })
 
 t.test('#82 /introspect of a refresh token, garbage, or an expired token: {"active": false}', async (t) => {
