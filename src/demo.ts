@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import { createClient } from './clients/clients.store.js'
@@ -29,5 +29,6 @@ export async function seedDemo(config: Config, db: Db): Promise<string | undefin
   const file = join(config.dataDir, 'demo-credentials.json')
   const body = { username: user?.username, password, client_id: client.id, client_secret: secret }
   writeFileSync(file, JSON.stringify(body, null, 2) + '\n', { mode: 0o600 })
+  chmodSync(file, 0o600) // `mode` applies only when the file is created
   return file
 }

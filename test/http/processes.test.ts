@@ -1,0 +1,385 @@
+// The real `tessera` executable (bin/tessera.js → dist/) as separate OS processes, over real HTTP:
+// the README quick start on the embedded database, production's refusal of insecure settings,
+// and two instances sharing one PostgreSQL (refresh race, one key created once, key rotation).
+// Needs a built dist/ (`npm run build`) and, for the last test, `npm test`'s PostgreSQL.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
+import pg from 'pg'
+import t from 'tap'
+import type { Test } from 'tap'
+import { basic, FORM, form, freshDatabase, TEST_KEK } from '../helpers/app.js'
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const BIN = join('bin', 'tessera.js')
+const API = 'https://api.example.com'
+const ALICE_PASSWORD = 'correct horse battery staple'
+
+// Every variable Tessera reads (README "Configuration"): a child sees only what its test sets.
+const CONFIG_VARS = new Set([
+  'NODE_ENV', 'HOST', 'PORT', 'LOG_LEVEL', 'DATABASE_URL', 'DATABASE_POOL_SIZE', 'DB_ACQUIRE_TIMEOUT_MS', 'DB_LOCK_TIMEOUT_MS',
+  'DATA_DIR', 'MIGRATE_ON_START', 'ISSUER', 'ALLOW_INSECURE_ISSUER', 'KEY_ENCRYPTION_KEY', 'SIGNING_ALG',
+  'ACCESS_TOKEN_TTL_SECONDS', 'REFRESH_TOKEN_IDLE_TTL_SECONDS', 'REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS', 'CACHE_REFRESH_SECONDS',
+  'JWKS_MAX_AGE_SECONDS', 'COOKIE_NAME', 'COOKIE_SECURE', 'COOKIE_SAMESITE', 'ARGON2_MEMORY_KIB', 'ARGON2_TIME_COST',
+  'ARGON2_PARALLELISM', 'BODY_LIMIT_BYTES', 'TRUST_PROXY', 'TESSERA_TEST_PG_URL',
+])
+
+/** process.env without DATABASE_URL, TESSERA_TEST_PG_URL or any other Tessera setting. */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !CONFIG_VARS.has(k)) env[k] = v
+  return env
+}
+
+/** A port that was free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer()
+    srv.on('error', rej)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => res(port))
+    })
+  })
+}
+
+function tmpDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-proc-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+interface Exit { code: number | null; signal: NodeJS.Signals | null }
+
+interface Proc {
+  name: string
+  child: ChildProcess
+  stdout: string[]
+  stderr: string[]
+  /** Resolves once the process has exited and its output is drained. */
+  exited: Promise<Exit>
+}
+
+interface Server extends Proc {
+  port: number
+  url: string
+}
+
+/** Spawns `node bin/tessera.js …`, collecting its output; SIGKILLed at teardown if still alive. */
+function spawnTessera(t: Test, name: string, args: string[], env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: repoRoot, env, stdio: ['pipe', 'pipe', 'pipe'] })
+  const stdout: string[] = []
+  const stderr: string[] = []
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => stdout.push(c))
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => stderr.push(c))
+  const exited = new Promise<Exit>((res) => {
+    child.on('error', (err) => { stderr.push(`spawn error: ${err.message}`); res({ code: null, signal: null }) })
+    child.on('close', (code, signal) => res({ code, signal }))
+  })
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+    if (!t.passing()) t.comment(`--- ${name} stdout ---\n${stdout.join('')}\n--- ${name} stderr ---\n${stderr.join('')}`)
+  })
+  return { name, child, stdout, stderr, exited }
+}
+
+function startServer(t: Test, name: string, env: Record<string, string>, port: number): Server {
+  const proc = spawnTessera(t, name, ['serve'], { ...env, PORT: String(port) })
+  proc.child.stdin!.end()
+  return { ...proc, port, url: `http://127.0.0.1:${port}` }
+}
+
+/** The exit of `proc`, or 'timeout' after `ms`. */
+async function exitWithin(proc: Proc, ms: number): Promise<Exit | 'timeout'> {
+  const ac = new AbortController()
+  const timer = sleep(ms, 'timeout' as const, { signal: ac.signal }).catch(() => 'timeout' as const)
+  try {
+    return await Promise.race([proc.exited, timer])
+  } finally {
+    ac.abort() // a pending timer would keep the test process alive
+  }
+}
+
+/** Polls GET /readyz until 200; fails at once if the process exits. */
+async function waitReady(server: Server, timeoutMs: number): Promise<number> {
+  const started = Date.now()
+  let exited = false
+  void server.exited.then(() => { exited = true })
+  while (Date.now() - started < timeoutMs) {
+    if (exited) throw new Error(`${server.name} exited before it was ready:\n${server.stderr.join('')}${server.stdout.join('')}`)
+    try {
+      const res = await fetch(`${server.url}/readyz`, { signal: AbortSignal.timeout(2000) })
+      await res.arrayBuffer()
+      if (res.status === 200) return Date.now() - started
+    } catch { /* not listening yet */ }
+    await sleep(200)
+  }
+  throw new Error(`${server.name} not ready after ${timeoutMs} ms:\n${server.stderr.join('')}${server.stdout.join('')}`)
+}
+
+/** Runs a CLI command to completion (killed after 60 s); `stdin` is written and closed. */
+async function runCli(t: Test, args: string[], env: Record<string, string>, stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = spawnTessera(t, `tessera ${args.join(' ')}`, args, env)
+  proc.child.stdin!.end(stdin)
+  const exit = await exitWithin(proc, 60_000)
+  if (exit === 'timeout') throw new Error(`tessera ${args.join(' ')} did not finish in 60 s`)
+  return { code: exit.code, stdout: proc.stdout.join(''), stderr: proc.stderr.join('') }
+}
+
+interface Client { id: string; secret: string }
+// Response bodies are checked field by field.
+type Body = any // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** POST /token with Basic client authentication and a form body. */
+async function token(base: string, client: Client, params: Record<string, string>): Promise<{ status: number; body: Body }> {
+  const res = await fetch(`${base}/token`, { method: 'POST', headers: { ...FORM, authorization: basic(client.id, client.secret) }, body: form(params) })
+  return { status: res.status, body: await res.json() }
+}
+
+async function getJwks(base: string): Promise<{ etag: string | null; jwks: JSONWebKeySet }> {
+  const res = await fetch(`${base}/.well-known/jwks.json`)
+  if (res.status !== 200) throw new Error(`JWKS: ${res.status}`)
+  return { etag: res.headers.get('etag'), jwks: (await res.json()) as JSONWebKeySet }
+}
+
+/** Every stdout line is a JSON object, and neither stream contains any of `secrets`. */
+function checkLogs(t: Test, proc: Proc, secrets: string[]) {
+  const lines = proc.stdout.join('').split('\n').filter((l) => l !== '')
+  t.ok(lines.length > 0, `${proc.name} logged`)
+  const notJson = lines.filter((l) => { try { return typeof JSON.parse(l) !== 'object' } catch { return true } })
+  t.same(notJson, [], `${proc.name}: every stdout line is JSON`)
+  const all = proc.stdout.join('') + proc.stderr.join('')
+  const leaked = secrets.filter((s) => s.length > 0 && all.includes(s))
+  t.equal(leaked.length, 0, `${proc.name}: no password, client secret or token in the output`)
+  return lines.map((l) => JSON.parse(l) as Body)
+}
+
+const mode = (file: string) => statSync(file).mode & 0o777
+
+t.test('quick start on the embedded default (npm start)', async (t) => {
+  const dataDir = tmpDir(t)
+  const port = await freePort()
+  const env = { ...baseEnv(), NODE_ENV: 'development', DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' }
+  const credFile = join(dataDir, 'demo-credentials.json')
+  const lockFile = join(dataDir, 'tessera.lock')
+
+  const first = startServer(t, 'first start', env, port)
+  const readyMs = await waitReady(first, 90_000)
+  t.comment(`embedded server ready in ${readyMs} ms`)
+  t.equal(readFileSync(lockFile, 'utf8'), String(first.child.pid), 'the data folder is locked by the server process')
+
+  const discovery = await (await fetch(`${first.url}/.well-known/openid-configuration`)).json() as Body
+  t.equal(discovery.issuer, `http://localhost:${port}`)
+
+  t.equal(mode(credFile), 0o600, 'demo-credentials.json is mode 0600')
+  const demo = JSON.parse(readFileSync(credFile, 'utf8')) as Body
+  t.match(demo, { username: 'demo', password: /^\S{8,}$/, client_id: /^\S+$/, client_secret: /^\S+$/ })
+  t.equal(mode(join(dataDir, 'dev-key-encryption-key')), 0o600, 'dev-key-encryption-key is mode 0600')
+  const client = { id: demo.client_id as string, secret: demo.client_secret as string }
+
+  const cc = await token(first.url, client, { grant_type: 'client_credentials' })
+  t.equal(cc.status, 200, 'client_credentials')
+  t.type(cc.body.access_token, 'string')
+  const login = await token(first.url, client, { grant_type: 'password', username: demo.username, password: demo.password, scope: 'openid read' })
+  t.equal(login.status, 200, 'password grant')
+  t.match(login.body, { refresh_token: /^tsr_[A-Za-z0-9_-]{43}$/, scope: 'openid read', id_token: String })
+  const refreshed = await token(first.url, client, { grant_type: 'refresh_token', refresh_token: login.body.refresh_token })
+  t.equal(refreshed.status, 200, 'refresh')
+  t.match(refreshed.body.refresh_token, /^tsr_/)
+  t.not(refreshed.body.refresh_token, login.body.refresh_token, 'rotated')
+  const userinfo = await fetch(`${first.url}/userinfo`, { headers: { authorization: `Bearer ${refreshed.body.access_token}` } })
+  t.equal(userinfo.status, 200, '/userinfo')
+  t.match(await userinfo.json(), { preferred_username: 'demo' })
+
+  first.child.kill('SIGTERM')
+  t.same(await exitWithin(first, 15_000), { code: 0, signal: null }, 'SIGTERM: exit 0 within 15 s')
+  t.notOk(existsSync(lockFile), 'the lock file is removed')
+  const secrets = [demo.password, demo.client_secret, cc.body.access_token, login.body.access_token, login.body.refresh_token, login.body.id_token, refreshed.body.access_token, refreshed.body.refresh_token, refreshed.body.id_token]
+  const logs = checkLogs(t, first, secrets)
+  t.ok(logs.some((l) => l.path === '/token' && l.status === 200), 'requests were logged (so the secret check means something)')
+  t.ok(logs.some((l) => /demo user/.test(l.msg ?? '')), 'the log points at the demo credentials file')
+
+  // Second start on the same folder: the database is not empty, so no new demo credentials.
+  const demoStat = statSync(credFile)
+  const demoBody = readFileSync(credFile, 'utf8')
+  const second = startServer(t, 'second start', env, port)
+  await waitReady(second, 90_000)
+  t.equal(statSync(credFile).mtimeMs, demoStat.mtimeMs, 'demo-credentials.json is not rewritten')
+  t.equal(readFileSync(credFile, 'utf8'), demoBody)
+  const again = await token(second.url, client, { grant_type: 'refresh_token', refresh_token: refreshed.body.refresh_token })
+  t.equal(again.status, 200, 'the successor refresh token survived the restart')
+  t.match(again.body.refresh_token, /^tsr_/)
+  second.child.kill('SIGTERM')
+  t.same(await exitWithin(second, 15_000), { code: 0, signal: null }, 'second SIGTERM: exit 0')
+  t.notOk(existsSync(lockFile), 'the lock file is removed again')
+  const logs2 = checkLogs(t, second, [...secrets, again.body.access_token, again.body.refresh_token, again.body.id_token])
+  t.notOk(logs2.some((l) => /demo user/.test(l.msg ?? '')), 'no demo seeding on the second start')
+})
+
+t.test('production mode refuses insecure settings', async (t) => {
+  /** Starts `serve` with `env`; watches the port while it runs. */
+  async function refused(t: Test, env: Record<string, string>) {
+    const dataDir = tmpDir(t)
+    const port = await freePort()
+    const server = startServer(t, 'production', { ...baseEnv(), NODE_ENV: 'production', HOST: '127.0.0.1', DATA_DIR: dataDir, ...env }, port)
+    let connected = 0
+    let done = false
+    const watch = (async () => {
+      while (!done) {
+        await new Promise<void>((res) => {
+          const s = connect(port, '127.0.0.1')
+          s.on('connect', () => { connected++; s.destroy(); res() })
+          s.on('error', () => res())
+        })
+        await sleep(25)
+      }
+    })()
+    const exit = await exitWithin(server, 10_000)
+    done = true
+    await watch
+    t.same(exit, { code: 2, signal: null }, 'exit code 2 within 10 s')
+    t.equal(connected, 0, 'nothing ever listened on the port')
+    t.notOk(server.stdout.join('').includes('listening'), 'no listening line')
+    t.same(readdirSync(dataDir), [], 'nothing written to DATA_DIR')
+    return server.stderr.join('')
+  }
+
+  t.test('no ISSUER and no KEY_ENCRYPTION_KEY', async (t) => {
+    const stderr = await refused(t, {})
+    t.match(stderr, /ISSUER/)
+    t.match(stderr, /KEY_ENCRYPTION_KEY/)
+  })
+
+  t.test('an http ISSUER', async (t) => {
+    const stderr = await refused(t, { ISSUER: 'http://x.example', KEY_ENCRYPTION_KEY: TEST_KEK })
+    t.match(stderr, /ISSUER.*https/)
+    t.notMatch(stderr, /KEY_ENCRYPTION_KEY/, 'the valid KEK is not a problem')
+  })
+})
+
+t.test('two instances on one PostgreSQL', async (t) => {
+  const url = await freshDatabase(t)
+  const dataDir = tmpDir(t)
+  const env = {
+    ...baseEnv(),
+    DATABASE_URL: url,
+    NODE_ENV: 'production',
+    ISSUER: 'https://tessera.test',
+    KEY_ENCRYPTION_KEY: TEST_KEK,
+    CACHE_REFRESH_SECONDS: '1',
+    MIGRATE_ON_START: 'false',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    DATA_DIR: dataDir,
+  }
+
+  const migrated = await runCli(t, ['migrate'], env)
+  t.equal(migrated.code, 0, `migrate: ${migrated.stderr}`)
+  const alice = await runCli(t, ['users', 'create', '--username', 'alice', '--password-stdin'], env, ALICE_PASSWORD + '\n')
+  t.equal(alice.code, 0, `users create: ${alice.stderr}`)
+  t.notOk(alice.stdout.includes(ALICE_PASSWORD), 'the password is not echoed')
+  const created = await runCli(t, ['clients', 'create', '--name', 'api', '--grant-types', 'client_credentials,password,refresh_token', '--scopes', 'openid,read', '--audience', API], env)
+  t.equal(created.code, 0, `clients create: ${created.stderr}`)
+  const createdJson = JSON.parse(created.stdout) as Body
+  const client = { id: createdJson.client_id as string, secret: createdJson.client_secret as string }
+  t.match(client, { id: /^\S+$/, secret: /^tessera_cs_/ })
+
+  const sql = new pg.Client({ connectionString: url })
+  sql.on('error', () => undefined) // the database is dropped with (force) at teardown
+  await sql.connect()
+  t.teardown(() => sql.end()) // LIFO: before freshDatabase drops the database
+
+  const portA = await freePort()
+  let portB = await freePort()
+  while (portB === portA) portB = await freePort()
+  const a = startServer(t, 'A', env, portA)
+  const b = startServer(t, 'B', env, portB)
+  await Promise.all([waitReady(a, 60_000), waitReady(b, 60_000)])
+
+  // One key, created once, published identically by both.
+  const [jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
+  t.equal(jwksA.jwks.keys.length, 1, 'one key')
+  t.ok(jwksA.etag, 'an ETag')
+  t.equal(jwksA.etag, jwksB.etag, 'the same ETag on both instances')
+  t.same(jwksA.jwks, jwksB.jwks)
+  const { rows: keyRows } = await sql.query<{ kid: string; state: string }>('select kid, state from signing_key')
+  t.same(keyRows, [{ kid: jwksA.jwks.keys[0]!.kid, state: 'active' }], 'one key row in the database')
+  const generated = [a, b].filter((p) => p.stdout.join('').includes('no signing key existed'))
+  t.equal(generated.length, 1, 'exactly one instance generated the key')
+
+  // Log in on A, then 50 simultaneous refreshes of that token on A and B.
+  const login = await token(a.url, client, { grant_type: 'password', username: 'alice', password: ALICE_PASSWORD, scope: 'openid read' })
+  t.equal(login.status, 200, 'password login on A')
+  const rt = login.body.refresh_token as string
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) => token(i % 2 === 0 ? a.url : b.url, client, { grant_type: 'refresh_token', refresh_token: rt })))
+  const statuses = results.reduce<Record<number, number>>((m, r) => ({ ...m, [r.status]: (m[r.status] ?? 0) + 1 }), {})
+  t.comment(`statuses: ${JSON.stringify(statuses)}`)
+  t.equal(results.filter((r) => r.status >= 500).length, 0, 'no 5xx')
+  const winners = results.filter((r) => r.status === 200)
+  t.equal(winners.length, 1, 'exactly one 200')
+  const losers = results.filter((r) => r.status !== 200)
+  t.equal(losers.filter((r) => r.status === 400 && r.body.error === 'invalid_grant').length, 49, 'every other answer is 400 invalid_grant')
+
+  const familyId = decodeJwt(login.body.access_token as string).sid as string
+  const { rows: byHash } = await sql.query<{ family_id: string }>('select family_id from refresh_token where token_hash = $1', [createHash('sha256').update(rt).digest()])
+  t.equal(byHash[0]?.family_id, familyId, 'the access token sid names the refresh token family')
+  const { rows: successors } = await sql.query<{ n: number }>('select count(*)::int as n from refresh_token where family_id = $1 and parent_id is not null', [familyId])
+  t.equal(successors[0]?.n, 1, 'exactly one successor row')
+  const { rows: fam } = await sql.query<{ revoked: boolean; revoked_reason: string | null }>('select revoked_at is not null as revoked, revoked_reason from refresh_token_family where id = $1', [familyId])
+  t.same(fam, [{ revoked: true, revoked_reason: 'reuse_detected' }], 'the family is revoked for reuse')
+  const { rows: audit } = await sql.query<{ n: number }>(`select count(*)::int as n from audit_event where type = 'refresh_token.reuse_detected' and family_id = $1`, [familyId])
+  t.equal(audit[0]?.n, 1, 'one reuse_detected audit event')
+  if (winners[0]) {
+    const late = await token(b.url, client, { grant_type: 'refresh_token', refresh_token: winners[0].body.refresh_token })
+    t.match(late, { status: 400, body: { error: 'invalid_grant' } }, "the winner's successor died with the family")
+  }
+
+  // Key rotation from the CLI reaches both instances within ~3 s.
+  const rotated = await runCli(t, ['keys', 'rotate'], env)
+  t.equal(rotated.code, 0, `keys rotate: ${rotated.stderr}`)
+  const newKid = (JSON.parse(rotated.stdout) as Body).kid as string
+  const deadline = Date.now() + 3000
+  let after = await Promise.all([getJwks(a.url), getJwks(b.url)])
+  while (Date.now() < deadline && !after.every((j) => j.jwks.keys.length === 2 && j.etag === after[0].etag)) {
+    await sleep(100)
+    after = await Promise.all([getJwks(a.url), getJwks(b.url)])
+  }
+  const [afterA, afterB] = after
+  t.equal(afterA.jwks.keys.length, 2, 'A publishes both keys')
+  t.equal(afterB.jwks.keys.length, 2, 'B publishes both keys')
+  t.equal(afterA.etag, afterB.etag, 'with the same ETag')
+  t.not(afterA.etag, jwksA.etag, 'a new ETag')
+  t.ok(afterA.jwks.keys.some((k) => k.kid === newKid), 'the new key is published')
+
+  const [ccA, ccB] = await Promise.all([token(a.url, client, { grant_type: 'client_credentials' }), token(b.url, client, { grant_type: 'client_credentials' })])
+  t.equal(ccA.status, 200)
+  t.equal(ccB.status, 200)
+  const opts = { issuer: 'https://tessera.test', audience: API, typ: 'at+jwt', algorithms: ['ES256'] }
+  for (const [name, at] of [['A', ccA.body.access_token], ['B', ccB.body.access_token]] as const) {
+    t.equal(decodeProtectedHeader(at).kid, newKid, `${name}'s token is signed with the new key`)
+    for (const [jwksName, jwks] of [['A', afterA.jwks], ['B', afterB.jwks]] as const) {
+      const { payload } = await jwtVerify(at, createLocalJWKSet(jwks), opts)
+      t.equal(payload.client_id, client.id, `${name}'s token verifies with ${jwksName}'s JWKS`)
+    }
+  }
+  await t.resolves(jwtVerify(login.body.access_token, createLocalJWKSet(afterB.jwks), { ...opts, audience: API }), 'a token of the retired key still verifies')
+
+  a.child.kill('SIGTERM')
+  b.child.kill('SIGTERM')
+  const [exitA, exitB] = await Promise.all([exitWithin(a, 15_000), exitWithin(b, 15_000)])
+  t.same(exitA, { code: 0, signal: null }, 'A exits 0 on SIGTERM')
+  t.same(exitB, { code: 0, signal: null }, 'B exits 0 on SIGTERM')
+  const secrets = [ALICE_PASSWORD, client.secret, rt, login.body.access_token, login.body.id_token, ccA.body.access_token, ccB.body.access_token, ...winners.flatMap((w) => [w.body.access_token, w.body.refresh_token])]
+  checkLogs(t, a, secrets)
+  checkLogs(t, b, secrets)
+  t.same(readdirSync(dataDir), [], 'nothing written to DATA_DIR on PostgreSQL')
+})
