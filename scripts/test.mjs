@@ -12,18 +12,17 @@
 //   - no PostgreSQL at all  -> CI: hard error.  Locally: loud warning, tests
 //                              run without TESSERA_TEST_PG_URL.
 //
-// Only node built-ins are used on purpose.
+// Only node built-ins are used on purpose (the cluster code is in
+// scripts/pg-cluster.mjs, shared with the benchmark harness).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Cluster, ClusterError, TEST_SETTINGS, findPgBinDir, pgVersion } from './pg-cluster.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TAP = join(ROOT, 'node_modules', '.bin', 'tap');
-const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
 const IN_CI = /^(true|1)$/i.test(process.env.CI ?? '');
 const SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
 
@@ -35,49 +34,6 @@ function banner(lines) {
 }
 
 class RunnerError extends Error {}
-
-// ---------------------------------------------------------------------------
-// Locating PostgreSQL server binaries
-
-function isServerBinDir(dir) {
-  return ['initdb', 'pg_ctl', 'postgres'].every((b) => {
-    try {
-      accessSync(join(dir, b), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-function findPgBinDir() {
-  // 1. pg_config --bindir. On Debian, pg_config may come from libpq-dev and
-  //    point at a bindir without a server in it, so verify before trusting it.
-  const r = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
-  if (r.status === 0) {
-    const dir = r.stdout.trim();
-    if (dir && isServerBinDir(dir)) return dir;
-  }
-  // 2. newest /usr/lib/postgresql/<version>/bin
-  const base = '/usr/lib/postgresql';
-  let versions = [];
-  try {
-    versions = readdirSync(base);
-  } catch {
-    return null;
-  }
-  versions.sort((a, b) => parseFloat(b) - parseFloat(a) || b.localeCompare(a));
-  for (const v of versions) {
-    const dir = join(base, v, 'bin');
-    if (isServerBinDir(dir)) return dir;
-  }
-  return null;
-}
-
-function pgVersion(binDir) {
-  const r = spawnSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim().replace(/^postgres\s+\(PostgreSQL\)\s+/, 'PostgreSQL ') : 'PostgreSQL (unknown version)';
-}
 
 // ---------------------------------------------------------------------------
 // DATABASE_URL handling
@@ -116,153 +72,6 @@ function remoteServerVersion(raw, binDir) {
   if (r.status !== 0) return null;
   const m = /PostgreSQL [^\s,]+/.exec(r.stdout);
   return m ? m[0] : null;
-}
-
-// ---------------------------------------------------------------------------
-// Throwaway cluster
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => res(port));
-    });
-  });
-}
-
-// A directory is usable as parent of the temp dir when running as root if
-// every ancestor is traversable by "others" (the postgres user).
-function traversableByOthers(dir) {
-  let d = resolve(dir);
-  for (;;) {
-    try {
-      if ((statSync(d).mode & 0o001) === 0) return false;
-    } catch {
-      return false;
-    }
-    const parent = dirname(d);
-    if (parent === d) return true;
-    d = parent;
-  }
-}
-
-function pickTmpParent() {
-  const t = tmpdir();
-  if (!IS_ROOT || traversableByOthers(t)) return t;
-  if (traversableByOthers('/tmp')) {
-    log(`${t} is not traversable by the postgres user; using /tmp instead`);
-    return '/tmp';
-  }
-  throw new RunnerError(`neither ${t} nor /tmp is traversable by the postgres user`);
-}
-
-// Single-quote for the /bin/sh command line that pg_ctl builds from -o.
-const shq = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
-
-class Cluster {
-  constructor(binDir) {
-    this.binDir = binDir;
-    this.dir = null;
-    this.dataDir = null;
-    this.started = false;
-    this.port = null;
-  }
-
-  // Run a PostgreSQL binary, as the postgres OS user when we are root.
-  run(bin, args, { allowFail = false } = {}) {
-    const exe = join(this.binDir, bin);
-    const [cmd, argv] = IS_ROOT ? ['runuser', ['-u', 'postgres', '--', exe, ...args]] : [exe, args];
-    const r = spawnSync(cmd, argv, {
-      cwd: this.dir ?? '/',
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C', LANG: 'C' },
-    });
-    if (r.error) {
-      if (allowFail) return r;
-      throw new RunnerError(`could not run ${cmd}: ${r.error.message}`);
-    }
-    if (r.status !== 0 && !allowFail) {
-      throw new RunnerError(`${bin} ${args.join(' ')} failed (exit ${r.status ?? r.signal}):\n${r.stdout}${r.stderr}`);
-    }
-    return r;
-  }
-
-  async start() {
-    if (IS_ROOT) {
-      const id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
-      if (id.status !== 0) {
-        throw new RunnerError('running as root, but there is no "postgres" OS user to run PostgreSQL as');
-      }
-    }
-    this.dir = mkdtempSync(join(pickTmpParent(), 'tessera-pg-'));
-    this.dataDir = join(this.dir, 'data');
-    const sockDir = join(this.dir, 'sock');
-    mkdirSync(sockDir);
-    if (IS_ROOT) {
-      const r = spawnSync('chown', ['-R', 'postgres:postgres', this.dir], { encoding: 'utf8' });
-      if (r.status !== 0) throw new RunnerError(`chown -R postgres:postgres ${this.dir} failed: ${r.stderr}`);
-    }
-
-    this.run('initdb', ['-D', this.dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C']);
-
-    const logFile = join(this.dir, 'postgres.log');
-    // Retry a few times in case another process grabs the port between
-    // freePort() closing it and postgres binding it.
-    for (let attempt = 1; ; attempt++) {
-      this.port = await freePort();
-      const opts = [
-        `-k ${shq(sockDir)}`,
-        `-p ${this.port}`,
-        '-c listen_addresses=127.0.0.1',
-        '-c fsync=off',
-        '-c synchronous_commit=off',
-        '-c full_page_writes=off',
-        '-c max_connections=300',
-      ].join(' ');
-      // -l: the server must not inherit our stdio, or it would keep the pipe open.
-      const r = this.run('pg_ctl', ['-w', '-t', '60', '-D', this.dataDir, '-l', logFile, '-o', opts, 'start'], { allowFail: true });
-      if (!r.error && r.status === 0) {
-        this.started = true;
-        return;
-      }
-      // pg_ctl may have started a server that then failed the wait; make sure it is gone.
-      this.started = true;
-      this.stop();
-      if (attempt >= 3) {
-        let serverLog = '';
-        try {
-          serverLog = readFileSync(logFile, 'utf8').split('\n').slice(-30).join('\n');
-        } catch {}
-        throw new RunnerError(`pg_ctl start failed (exit ${r.status ?? r.signal ?? r.error?.message}):\n${r.stdout ?? ''}${r.stderr ?? ''}\n--- server log ---\n${serverLog}`);
-      }
-    }
-  }
-
-  stop() {
-    if (this.started) {
-      this.started = false;
-      const r = this.run('pg_ctl', ['-D', this.dataDir, '-m', 'immediate', '-w', 'stop'], { allowFail: true });
-      // exit 1 with "PID file does not exist" means it is not running: fine.
-      if (r.status !== 0 && !/PID file .* does not exist|Is server running\?/.test(`${r.stdout}${r.stderr}`)) {
-        log(`warning: pg_ctl stop failed: ${r.stdout ?? ''}${r.stderr ?? r.error?.message ?? ''}`);
-      }
-    }
-  }
-
-  remove() {
-    if (this.dir) {
-      try {
-        rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
-      } catch (e) {
-        log(`warning: could not remove ${this.dir}: ${e.message}`);
-      }
-      this.dir = null;
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -316,7 +125,8 @@ async function main() {
     const version = remote ?? 'server version unknown (could not query it with psql)';
     log(`PostgreSQL: ${version} via DATABASE_URL ${redactUrl(dbUrl)}`);
   } else if (binDir) {
-    cluster = new Cluster(binDir);
+    // Throwaway cluster (scripts/pg-cluster.mjs): temp dir, free port, durability off.
+    cluster = new Cluster(binDir, { log, settings: TEST_SETTINGS });
     await cluster.start();
     env.TESSERA_TEST_PG_URL = `postgres://postgres@127.0.0.1:${cluster.port}/postgres`;
     log(`PostgreSQL: ${pgVersion(binDir)}, throwaway cluster on 127.0.0.1:${cluster.port} (${cluster.dir})`);
@@ -348,7 +158,7 @@ let exitCode = 1;
 try {
   exitCode = await main();
 } catch (e) {
-  if (e instanceof RunnerError) banner([`test runner error: ${e.message}`]);
+  if (e instanceof RunnerError || e instanceof ClusterError) banner([`test runner error: ${e.message}`]);
   else process.stderr.write(`[test.mjs] unexpected error: ${e?.stack ?? e}\n`);
   exitCode = 1;
 } finally {
