@@ -2,19 +2,20 @@ import type { Writable } from 'node:stream'
 import type { FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
 
-/** Paths pino censors wherever they appear in a log object. */
+/**
+ * Paths pino censors in a log object: a safety net, since request lines carry no headers or
+ * bodies at all. Explicit paths, no wildcards: wildcard redaction costs on every log line.
+ */
 export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'res.headers["set-cookie"]',
   'headers.authorization',
   'headers.cookie',
-  '*.password',
-  '*.client_secret',
-  '*.refresh_token',
-  '*.access_token',
-  '*.id_token',
-  '*.token',
+  'body.password',
+  'body.client_secret',
+  'body.refresh_token',
+  'body.token',
   'password',
   'client_secret',
   'refresh_token',

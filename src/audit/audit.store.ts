@@ -1,4 +1,5 @@
-import type { Executor } from '../db/schema.js'
+import type { QueryCreator } from 'kysely'
+import type { Database, Executor } from '../db/schema.js'
 
 /** Audit event types; stored with who, what and when, never a secret. */
 export type AuditType =
@@ -25,7 +26,12 @@ export const trim = (s: string | undefined, n: number) => (s === undefined ? nul
 
 /** Appends one event; pass a transaction to make it part of the change it records. */
 export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
-  await db
+  await auditInsert(db, e).execute()
+}
+
+/** The INSERT of one event, for use inside a larger statement (a CTE). */
+export function auditInsert(db: QueryCreator<Database>, e: AuditEvent) {
+  return db
     .insertInto('audit_event')
     .values({
       type: e.type,
@@ -36,6 +42,5 @@ export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
       user_agent: trim(e.userAgent, 512),
       detail: JSON.stringify(e.detail ?? {}),
     })
-    .execute()
 }
 

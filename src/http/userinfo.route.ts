@@ -1,9 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
-import { UUID, verifyAccessToken } from '../tokens/access-token.js'
-import { accessTokenIsLive } from '../tokens/access-token-status.js'
-import { findUserById } from '../users/users.store.js'
+import { verifyAccessToken } from '../tokens/access-token.js'
+import { liveTokenUser } from '../tokens/access-token-status.js'
 import { methodNotAllowed } from './not-allowed.js'
 
 function bearer(req: FastifyRequest): string {
@@ -23,10 +22,9 @@ export function userinfoRoute(app: FastifyInstance, s: Services): void {
       throw e.withScheme('Bearer')
     })
     if (!claims.scope?.split(' ').includes('openid')) throw new OAuthError('insufficient_scope', 'the openid scope is required').withScheme('Bearer')
-    // Revoked by /revoke, by logout, or with its family on reuse detection.
-    if (!(await accessTokenIsLive(s.db, s.clients, claims))) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked').withScheme('Bearer')
-    const user = UUID.test(claims.sub) ? await findUserById(s.db, claims.sub) : undefined
-    if (!user || user.disabled) throw new OAuthError('invalid_token', 'the access token is invalid', 'no such user').withScheme('Bearer')
+    // Revoked by /revoke, by logout, with its family on reuse detection, or its user or client disabled.
+    const user = await liveTokenUser(s.db, s.clients, claims)
+    if (!user) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked or no such user').withScheme('Bearer')
     return { sub: user.id, preferred_username: user.username, ...(user.roles.length > 0 ? { roles: user.roles } : {}) }
   }
   app.get('/userinfo', async (req, reply) => reply.header('cache-control', 'no-store').send(await handler(req)))

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import type { Db, Executor } from '../db/schema.js'
-import { recordEvent, trim } from '../audit/audit.store.js'
+import { auditInsert, recordEvent, trim } from '../audit/audit.store.js'
 import { hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from './refresh-token.js'
 
 /** What a live family lets the holder of its newest token do. */
@@ -73,10 +73,11 @@ export async function createFamily(
 }
 
 /**
- * Rotates `presented`: in one transaction that holds the family's row lock, marks it
- * used and inserts its successor, or detects reuse and revokes the whole family.
- * The family lock serialises every decision about one family across all instances;
- * times are the database's, so instances with skewed clocks agree.
+ * Rotates `presented` in one transaction of two statements: the first finds the token and
+ * locks it and its family (`FOR UPDATE`), the second marks it used, inserts its successor,
+ * updates the family and audits, all at once. Reuse of a used token revokes the whole family.
+ * Every decision about one family is serialised by its row lock, across all instances; times
+ * are the database's, so instances with skewed clocks agree.
  */
 export async function rotate(
   db: Db,
@@ -88,61 +89,64 @@ export async function rotate(
   if (!looksLikeRefreshToken(presented)) return { kind: 'not_found' }
   const hash = hashRefreshToken(presented)
   return db.transaction().execute(async (trx): Promise<RotateOutcome> => {
-    const found = await trx.selectFrom('refresh_token').select(['id', 'family_id']).where('token_hash', '=', hash).executeTakeFirst()
-    if (!found) return { kind: 'not_found' }
-    const fam = await trx
-      .selectFrom('refresh_token_family as f')
+    // Waiting on either lock re-reads both rows (READ COMMITTED re-check), so a rotation or a
+    // revocation that committed while we waited is what we see.
+    const row = await trx
+      .selectFrom('refresh_token as t')
+      .innerJoin('refresh_token_family as f', 'f.id', 't.family_id')
       .innerJoin('app_user as u', 'u.id', 'f.user_id')
-      .select(['f.id', 'f.client_id', 'f.user_id', 'f.scope', 'f.auth_time', 'f.expires_at', 'f.revoked_at', 'u.disabled_at as user_disabled_at', 'u.username', 'u.roles'])
-      .select(sql<boolean>`f.expires_at <= now()`.as('family_expired'))
-      .where('f.id', '=', found.family_id)
-      .forUpdate('f')
+      .select(['t.id as token_id', 't.used_at', 'f.id', 'f.client_id', 'f.user_id', 'f.scope', 'f.auth_time', 'f.expires_at', 'f.revoked_at'])
+      .select(['u.disabled_at as user_disabled_at', 'u.username', 'u.roles'])
+      .select([sql<boolean>`f.expires_at <= now()`.as('family_expired'), sql<boolean>`t.expires_at <= now()`.as('token_expired')])
+      .where('t.token_hash', '=', hash)
+      .forUpdate(['t', 'f'])
       .executeTakeFirst()
-    if (!fam) return { kind: 'not_found' }
+    if (!row) return { kind: 'not_found' }
     // RFC 6749 §10.4 / SECURITY #56: another client's token is refused but not revoked,
     // so nobody can kill a victim's session just by presenting its token.
-    if (fam.client_id !== request.clientId) return { kind: 'wrong_client' }
-    if (fam.revoked_at !== null) return { kind: 'revoked' }
-    if (fam.family_expired) return { kind: 'expired' }
-    if (fam.user_disabled_at !== null) return { kind: 'user_disabled' }
-    // Re-read under the family lock: a rotation that committed while we waited is visible now.
-    const token = await trx
-      .selectFrom('refresh_token')
-      .select(['id', 'used_at'])
-      .select(sql<boolean>`expires_at <= now()`.as('expired'))
-      .where('id', '=', found.id)
-      .executeTakeFirstOrThrow()
-    if (token.used_at !== null) {
+    if (row.client_id !== request.clientId) return { kind: 'wrong_client' }
+    if (row.revoked_at !== null) return { kind: 'revoked' }
+    if (row.family_expired) return { kind: 'expired' }
+    if (row.user_disabled_at !== null) return { kind: 'user_disabled' }
+    const event = { familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx }
+    if (row.used_at !== null) {
       // RFC 9700 §4.14.2: a used token presented again means one copy was stolen.
-      await trx.updateTable('refresh_token_family').set({ revoked_at: sql`now()`, revoked_reason: 'reuse_detected' }).where('id', '=', fam.id).execute()
-      await recordEvent(trx, { type: 'refresh_token.reuse_detected', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx, detail: { token_id: token.id } })
-      return { kind: 'reused', familyId: fam.id }
+      await trx
+        .with('audit', (db) => auditInsert(db, { type: 'refresh_token.reuse_detected', ...event, detail: { token_id: row.token_id } }))
+        .updateTable('refresh_token_family')
+        .set({ revoked_at: sql`now()`, revoked_reason: 'reuse_detected' })
+        .where('id', '=', row.id)
+        .execute()
+      return { kind: 'reused', familyId: row.id }
     }
-    if (token.expired) return { kind: 'expired' }
+    if (row.token_expired) return { kind: 'expired' }
     // RFC 6749 §6: a refresh may narrow the scope, never widen it. Checked before any write.
-    const familyScope = fam.scope.split(' ')
+    const familyScope = row.scope.split(' ')
     if (request.scope?.some((s) => !familyScope.includes(s))) return { kind: 'invalid_scope' }
 
     const successor = newRefreshToken()
-    const inserted = await trx
-      .insertInto('refresh_token')
-      .values({
-        family_id: fam.id,
-        token_hash: hashRefreshToken(successor),
-        parent_id: token.id,
-        // Successors inherit the family's absolute expiry.
-        expires_at: sql`least(now() + make_interval(secs => ${lifetimes.idleSeconds}), ${fam.expires_at})`,
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow()
-    await trx.updateTable('refresh_token').set({ used_at: sql`now()`, successor_id: inserted.id }).where('id', '=', token.id).execute()
     await trx
+      .with('audit', (db) => auditInsert(db, { type: 'refresh_token.rotated', ...event }))
+      .with('successor', (db) =>
+        db
+          .insertInto('refresh_token')
+          .values({
+            family_id: row.id,
+            token_hash: hashRefreshToken(successor),
+            parent_id: row.token_id,
+            // Successors inherit the family's absolute expiry.
+            expires_at: sql`least(now() + make_interval(secs => ${lifetimes.idleSeconds}), ${row.expires_at})`,
+          })
+          .returning('id'),
+      )
+      .with('parent', (db) =>
+        db.updateTable('refresh_token').set({ used_at: sql`now()`, successor_id: sql`(select id from successor)` }).where('id', '=', row.token_id),
+      )
       .updateTable('refresh_token_family')
       .set({ last_used_at: sql`now()`, last_ip: trim(ctx.ip, 64), last_user_agent: trim(ctx.userAgent, 512) })
-      .where('id', '=', fam.id)
+      .where('id', '=', row.id)
       .execute()
-    await recordEvent(trx, { type: 'refresh_token.rotated', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx })
-    return { kind: 'rotated', family: toFamily(fam), user: { username: fam.username, roles: fam.roles }, refreshToken: successor }
+    return { kind: 'rotated', family: toFamily(row), user: { username: row.username, roles: row.roles }, refreshToken: successor }
   })
 }
 

@@ -13,22 +13,29 @@ export async function denylistAccessToken(db: Executor, jti: string, expiresAtSe
 }
 
 /**
- * One round trip for Tessera's own endpoints: is this token still good, that is,
- * not denylisted and (when it has a session) its family not revoked?
+ * The condition "this token is still good": its `jti` is not denylisted and, when it belongs
+ * to a family (session), that family is not revoked.
  */
-export async function isAccessTokenLive(db: Executor, jti: string, sessionId: string | undefined): Promise<boolean> {
+function liveToken(db: Executor, jti: string, sessionId: string | undefined) {
   const denied = db.selectFrom('revoked_access_token').select(sql<number>`1`.as('x')).where('jti', '=', jti)
-  const { live } = await db
-    .selectNoFrom((eb) => [
-      eb.and([
-        eb.not(eb.exists(denied)),
-        sessionId === undefined
-          ? eb.lit(true)
-          : eb.exists(
-              eb.selectFrom('refresh_token_family').select(sql<number>`1`.as('x')).where('id', '=', sessionId).where('revoked_at', 'is', null),
-            ),
-      ]).as('live'),
-    ])
-    .executeTakeFirstOrThrow()
+  if (sessionId === undefined) return sql<boolean>`not exists (${denied})`
+  const family = db.selectFrom('refresh_token_family').select(sql<number>`1`.as('x')).where('id', '=', sessionId).where('revoked_at', 'is', null)
+  return sql<boolean>`not exists (${denied}) and exists (${family})`
+}
+
+/** One round trip: is this access token still good at Tessera's own endpoints? */
+export async function isAccessTokenLive(db: Executor, jti: string, sessionId: string | undefined): Promise<boolean> {
+  const { live } = await db.selectNoFrom(liveToken(db, jti, sessionId).as('live')).executeTakeFirstOrThrow()
   return live === true
+}
+
+/** One round trip for /userinfo: the token's enabled user, only while the token is still good. */
+export async function findLiveTokenUser(db: Executor, userId: string, jti: string, sessionId: string | undefined) {
+  return db
+    .selectFrom('app_user')
+    .select(['id', 'username', 'roles'])
+    .where('id', '=', userId)
+    .where('disabled_at', 'is', null)
+    .where(liveToken(db, jti, sessionId))
+    .executeTakeFirst()
 }

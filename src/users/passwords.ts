@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { hash, parseOptions, verify } from '@node-rs/argon2'
 
 export interface Argon2Params {
@@ -19,10 +20,17 @@ const COMMON_PASSWORDS = new Set([
   '11111111', '00000000', '87654321', 'asdfghjk', 'zaq12wsx', '1q2w3e4r', 'q1w2e3r4', 'monkey123',
 ])
 
-/** Hashing and verification with argon2id, on libuv's thread pool (never on the event loop). */
+/**
+ * Hashing and verification with argon2id, on libuv's thread pool (never on the event loop).
+ * At most one hash per core runs at once: more would not go faster, would hold more memory, and
+ * would take every pool thread from token signing (WebCrypto runs on the same pool).
+ */
 export class PasswordHasher {
   private readonly options
   private decoy: Promise<string> | undefined
+  private running = 0
+  private readonly waiting: (() => void)[] = []
+  private readonly limit = Math.max(1, availableParallelism())
 
   constructor(readonly params: Argon2Params) {
     this.options = {
@@ -35,15 +43,28 @@ export class PasswordHasher {
 
   /** A PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash` with a fresh 16-byte salt. */
   hash(password: string): Promise<string> {
-    return hash(password, this.options)
+    return this.limited(() => hash(password, this.options))
   }
 
   /** Verifies; a malformed stored hash is a mismatch, not an exception. */
   async verify(stored: string, password: string): Promise<boolean> {
     try {
-      return await verify(stored, password)
+      return await this.limited(() => verify(stored, password))
     } catch {
       return false
+    }
+  }
+
+  private async limited<T>(work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve))
+    else this.running++
+    try {
+      return await work()
+    } finally {
+      // Hand the slot straight to the next waiter, or free it.
+      const next = this.waiting.shift()
+      if (next) next()
+      else this.running--
     }
   }
 
