@@ -88,14 +88,16 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
     now: opts.now ?? Date.now,
   }
 
-  await app.register(fastifyCookie)
+  // Cookies are parsed only where they are read (/refresh, /logout), not on every request.
+  await app.register(fastifyCookie, { hook: false })
   registerFormParser(app)
   registerErrorHandler(app)
   registerCors(app, services)
 
   // One log line per request, with its outcome; never the query string, headers or body.
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     req.log.info({ method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+    done()
   })
 
   wellKnownRoute(app, services)

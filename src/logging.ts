@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream'
+import pino from 'pino'
 import type { FastifyServerOptions } from 'fastify'
 import type { Config } from './config.js'
 
@@ -33,6 +34,8 @@ export function loggerOptions(config: Config, stream?: Writable): NonNullable<Fa
       req: (req: { method: string; url: string; ip?: string }) => ({ method: req.method, path: req.url.split('?')[0], ip: req.ip }),
       res: (res: { statusCode: number }) => ({ status: res.statusCode }),
     },
-    ...(stream ? { stream } : {}),
+    // Asynchronous stdout: a busy server coalesces lines instead of one write(2) per request;
+    // pino flushes what is buffered when the process exits.
+    stream: stream ?? pino.destination({ dest: 1, sync: false }),
   }
 }

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { allAllowedOrigins } from '../clients/clients.store.js'
 import type { Services } from '../services.js'
 
@@ -17,11 +17,13 @@ export function registerCors(app: FastifyInstance, s: Services): void {
     }
     return cached.origins.has(origin)
   }
-  app.addHook('onRequest', async (req, reply) => {
+  // Callback style: most requests carry no Origin and leave at once, without a promise.
+  app.addHook('onRequest', (req, reply, done) => {
     const origin = req.headers.origin
-    const path = req.url.split('?')[0]!
-    if (origin === undefined || !CREDENTIALED.has(path)) return
-    if (!(await allowed(origin))) return
+    if (origin === undefined || !CREDENTIALED.has(req.url.split('?')[0]!)) return done()
+    allowed(origin).then((ok) => (ok ? answer(req, reply, origin) : undefined)).then(() => done(), done)
+  })
+  function answer(req: FastifyRequest, reply: FastifyReply, origin: string) {
     reply.header('access-control-allow-origin', origin).header('access-control-allow-credentials', 'true').header('vary', 'Origin')
     if (req.method === 'OPTIONS') {
       return reply
@@ -31,5 +33,5 @@ export function registerCors(app: FastifyInstance, s: Services): void {
         .header('access-control-max-age', '600')
         .send()
     }
-  })
+  }
 }

@@ -32,7 +32,7 @@ export function readRefreshCookie(req: FastifyRequest, config: Config): string {
   const header = req.headers.cookie ?? ''
   const occurrences = header.split(';').filter((part) => part.trim().startsWith(`${config.cookieName}=`)).length
   if (occurrences > 1) throw new OAuthError('invalid_request', 'more than one refresh cookie was sent')
-  const value = req.cookies[config.cookieName]
+  const value = header === '' ? undefined : req.server.parseCookie(header)[config.cookieName]
   if (!value) throw new OAuthError('invalid_grant', 'no refresh cookie', 'no cookie')
   return value
 }
