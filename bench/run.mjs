@@ -29,6 +29,8 @@
 //   --refresh-pool N    refresh tokens to seed (default: 2,000/s × every refresh run × 1.5); a run
 //                       that exhausts its pool stops early and says so
 //   --keep-logs         keep the work folder (server logs) afterwards
+//   --profile           run Tessera under `node --cpu-prof`; profiles go to bench/results/profiles/
+//                       (open them in Chrome DevTools, or `node bench/lib/profile-top.mjs FILE`)
 //
 // Exit code: 0 when every measurement ran (whatever the figures), 1 when the harness itself
 // failed (a server did not start, a scenario's first request was not what it must be).
@@ -73,6 +75,7 @@ const { values: argv } = parseArgs({
     'skip-peers': { type: 'boolean', default: false },
     'refresh-pool': { type: 'string' },
     'keep-logs': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
@@ -432,7 +435,8 @@ async function main() {
   })
   results.setup.seed = { users: seed.userCount, clients: 2, refreshTokens: seed.refreshTokens.length }
 
-  const tProc = startProcess({ name: 'tessera', args: ['bin/tessera.js', 'serve'], env: tEnv, cwd: ROOT, logFile: join(workDir, 'tessera.log') })
+  const profileArgs = argv.profile ? ['--cpu-prof', '--cpu-prof-dir', join(RESULTS_DIR, 'profiles')] : []
+  const tProc = startProcess({ name: 'tessera', args: [...profileArgs, 'bin/tessera.js', 'serve'], env: tEnv, cwd: ROOT, logFile: join(workDir, 'tessera.log') })
   try {
     await tProc.waitForHttp(`${issuer}/readyz`)
   } catch (e) {
@@ -632,7 +636,7 @@ async function main() {
     'Tessera: production mode, LOG_LEVEL=info (the production default) with request lines written to a file; DATABASE_POOL_SIZE=10 (default)',
     'req/s counts every response; the non-2xx column counts the others (non-304 for jwks_304); p50/p99 are medians over the runs; peak RSS is the server process over its recorded runs (MB = 10^6 bytes)',
     'CPU ms/req: CPU time of the server process (all threads) per request sent; PG ms/req: CPU time of the whole PostgreSQL cluster per request (per transaction for the rotation ceiling)',
-    'refresh ceiling: the same 9 round trips as rotate() in src/tokens/refresh-tokens.store.ts, each client following its own chain of successors; the target uses the better of 8 and 50 clients',
+    'refresh ceiling: the same two statements in one transaction as rotate() in src/tokens/refresh-tokens.store.ts (lock, then one CTE write), each client following its own chain of successors; the target uses the better of 8 and 50 clients',
     '/login ceiling: @node-rs/argon2 verify() of the same parameters in a child process with the same thread pool (4), 8 operations in flight',
   )
   if (results.machine.otherCpuShare !== undefined) {

@@ -3,13 +3,10 @@
 // src/tokens/refresh-tokens.store.ts, in the same order, with the same round trips:
 //
 //   BEGIN
-//   look the presented token up by its SHA-256
-//   lock the family row (joined with its user) FOR UPDATE OF f
-//   re-read the token under the lock
-//   insert the successor (RETURNING id)
-//   mark the presented token used, pointing at its successor
-//   update the family's last-used columns
-//   insert the audit event refresh_token.rotated
+//   find the presented token by its SHA-256, joined with its family and user,
+//     locking the token and family rows (FOR UPDATE OF t, f)
+//   one statement: audit event refresh_token.rotated, successor insert, parent marked used
+//     (pointing at its successor), family's last-used columns
 //   COMMIT
 //
 // Each client follows a chain: it starts from a fresh seeded token (table bench_chain_start,
@@ -31,13 +28,8 @@ SELECT token_hash AS hash FROM bench_chain_start WHERE n = (SELECT nextval('benc
 \\set started 1
 \\endif
 BEGIN;
-SELECT id AS tid, family_id AS fid FROM refresh_token WHERE token_hash = :hash \\gset
-SELECT f.id, f.client_id AS cid, f.user_id AS uid, f.scope, f.auth_time, f.expires_at AS fexp, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired FROM refresh_token_family AS f INNER JOIN app_user AS u ON u.id = f.user_id WHERE f.id = :fid FOR UPDATE OF f \\gset
-SELECT id, used_at, expires_at <= now() AS expired FROM refresh_token WHERE id = :tid;
-INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES (:fid, sha256(uuid_send(gen_random_uuid())), :tid, least(now() + make_interval(secs => ${IDLE_SECONDS}), :fexp)) RETURNING id AS newid, token_hash AS hash \\gset
-UPDATE refresh_token SET used_at = now(), successor_id = :newid WHERE id = :tid;
-UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'pgbench' WHERE id = :fid;
-INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', :cid, :uid, :fid, '127.0.0.1', 'pgbench', '{}');
+SELECT t.id AS tid, t.used_at, f.id AS fid, f.client_id AS cid, f.user_id AS uid, f.scope, f.auth_time, f.expires_at AS fexp, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired, t.expires_at <= now() AS token_expired FROM refresh_token AS t INNER JOIN refresh_token_family AS f ON f.id = t.family_id INNER JOIN app_user AS u ON u.id = f.user_id WHERE t.token_hash = :hash FOR UPDATE OF t, f \\gset
+WITH audit AS (INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', :cid, :uid, :fid, '127.0.0.1', 'pgbench', '{}')), successor AS (INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES (:fid, sha256(uuid_send(gen_random_uuid())), :tid, least(now() + make_interval(secs => ${IDLE_SECONDS}), :fexp)) RETURNING id, token_hash), parent AS (UPDATE refresh_token SET used_at = now(), successor_id = (SELECT id FROM successor) WHERE id = :tid) UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'pgbench' WHERE id = :fid RETURNING (SELECT token_hash FROM successor) AS hash \\gset
 COMMIT;
 `
 
@@ -95,25 +87,10 @@ async function nodeRun({ url, clients, duration }) {
         while (performance.now() < end) {
           const t0 = performance.now()
           await c.query('BEGIN')
-          const tok = (await c.query('SELECT id, family_id FROM refresh_token WHERE token_hash = $1', [hash])).rows[0]
-          const fam = (
-            await c.query(
-              'SELECT f.id, f.client_id, f.user_id, f.scope, f.auth_time, f.expires_at, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired FROM refresh_token_family AS f INNER JOIN app_user AS u ON u.id = f.user_id WHERE f.id = $1 FOR UPDATE OF f',
-              [tok.family_id],
-            )
-          ).rows[0]
-          await c.query('SELECT id, used_at, expires_at <= now() AS expired FROM refresh_token WHERE id = $1', [tok.id])
-          const ins = (
-            await c.query(
-              `INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES ($1, sha256(uuid_send(gen_random_uuid())), $2, least(now() + make_interval(secs => ${IDLE_SECONDS}), $3)) RETURNING id, token_hash`,
-              [fam.id, tok.id, fam.expires_at],
-            )
-          ).rows[0]
-          await c.query('UPDATE refresh_token SET used_at = now(), successor_id = $1 WHERE id = $2', [ins.id, tok.id])
-          await c.query("UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'node' WHERE id = $1", [fam.id])
-          await c.query("INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', $1, $2, $3, '127.0.0.1', 'node', '{}')", [fam.client_id, fam.user_id, fam.id])
+          const row = (await c.query('SELECT t.id AS tid, t.used_at, f.id AS fid, f.client_id AS cid, f.user_id AS uid, f.scope, f.auth_time, f.expires_at AS fexp, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired, t.expires_at <= now() AS token_expired FROM refresh_token AS t INNER JOIN refresh_token_family AS f ON f.id = t.family_id INNER JOIN app_user AS u ON u.id = f.user_id WHERE t.token_hash = $1 FOR UPDATE OF t, f', [hash])).rows[0]
+          const out = (await c.query(`WITH audit AS (INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', $4, $5, $1, '127.0.0.1', 'node', '{}')), successor AS (INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES ($1, sha256(uuid_send(gen_random_uuid())), $2, least(now() + make_interval(secs => ${IDLE_SECONDS}), $3)) RETURNING id, token_hash), parent AS (UPDATE refresh_token SET used_at = now(), successor_id = (SELECT id FROM successor) WHERE id = $2) UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'node' WHERE id = $1 RETURNING (SELECT token_hash FROM successor) AS hash`, [row.fid, row.tid, row.fexp, row.cid, row.uid])).rows[0]
           await c.query('COMMIT')
-          hash = ins.token_hash
+          hash = out.hash
           lat.push(performance.now() - t0)
         }
       }),

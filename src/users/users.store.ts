@@ -25,11 +25,6 @@ export async function findUserByUsername(db: Executor, username: string): Promis
   return row && toUser(row)
 }
 
-export async function findUserById(db: Executor, id: string): Promise<User | undefined> {
-  const row = await db.selectFrom('app_user').selectAll().where('id', '=', id).executeTakeFirst()
-  return row && toUser(row)
-}
-
 /** Inserts a user; returns undefined when the username is taken. */
 export async function createUser(db: Executor, input: { username: string; passwordHash: string; roles?: string[] }): Promise<User | undefined> {
   const row = await db
