@@ -21,17 +21,21 @@ export function registerCors(app: FastifyInstance, s: Services): void {
   app.addHook('onRequest', (req, reply, done) => {
     const origin = req.headers.origin
     if (origin === undefined || !CREDENTIALED.has(req.url.split('?')[0]!)) return done()
-    allowed(origin).then((ok) => (ok ? answer(req, reply, origin) : undefined)).then(() => done(), done)
+    allowed(origin).then((ok) => {
+      // A preflight is answered here; a hook that answers must not also continue.
+      if (!(ok && answered(req, reply, origin))) done()
+    }, done)
   })
-  function answer(req: FastifyRequest, reply: FastifyReply, origin: string) {
+  /** Adds the CORS headers; answers a preflight itself and says so. */
+  function answered(req: FastifyRequest, reply: FastifyReply, origin: string): boolean {
     reply.header('access-control-allow-origin', origin).header('access-control-allow-credentials', 'true').header('vary', 'Origin')
-    if (req.method === 'OPTIONS') {
-      return reply
-        .code(204)
-        .header('access-control-allow-methods', 'GET, POST')
-        .header('access-control-allow-headers', 'authorization, content-type')
-        .header('access-control-max-age', '600')
-        .send()
-    }
+    if (req.method !== 'OPTIONS') return false
+    reply
+      .code(204)
+      .header('access-control-allow-methods', 'GET, POST')
+      .header('access-control-allow-headers', 'authorization, content-type')
+      .header('access-control-max-age', '600')
+      .send()
+    return true
   }
 }
