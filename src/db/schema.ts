@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Kysely, Selectable, Transaction } from 'kysely'
+import type { ColumnType, Generated, Kysely, Selectable, Transaction } from 'kysely'
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>
 type JsonObject = ColumnType<Record<string, unknown>, string, string>
@@ -104,4 +104,3 @@ export type Executor = Kysely<Database> | Transaction<Database>
 export type AppUserRow = Selectable<AppUserTable>
 export type ClientRow = Selectable<ClientTable>
 export type SigningKeyRow = Selectable<SigningKeyTable>
-export type NewAuditEvent = Insertable<AuditEventTable>
