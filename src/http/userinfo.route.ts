@@ -1,23 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { bearerToken } from './bearer.js'
 import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
 import { verifyAccessToken } from '../tokens/access-token.js'
 import { liveTokenUser } from '../tokens/access-token-status.js'
 import { methodNotAllowed } from './not-allowed.js'
 
-function bearer(req: FastifyRequest): string {
-  const header = req.headers.authorization
-  if (header === undefined) throw new OAuthError('invalid_token', 'a bearer token is required', 'no token').withScheme('Bearer')
-  // RFC 6750 §2.1: "Bearer" 1*SP b64token
-  const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header)
-  if (!m) throw new OAuthError('invalid_token', 'the access token is invalid', 'malformed Authorization header').withScheme('Bearer')
-  return m[1]!
-}
-
 /** GET/POST /userinfo (OIDC Core §5.3): claims of the token's user; needs the `openid` scope. */
 export function userinfoRoute(app: FastifyInstance, s: Services): void {
   const handler = async (req: FastifyRequest) => {
-    const token = bearer(req)
+    const token = bearerToken(req)
     const claims = await verifyAccessToken(s.keyring, s.config.issuer, s.config.issuer, token, Math.floor(s.now() / 1000)).catch((e: OAuthError) => {
       throw e.withScheme('Bearer')
     })
