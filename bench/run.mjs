@@ -636,7 +636,7 @@ async function main() {
     'Tessera: production mode, LOG_LEVEL=info (the production default) with request lines written to a file; DATABASE_POOL_SIZE=10 (default)',
     'req/s counts every response; the non-2xx column counts the others (non-304 for jwks_304); p50/p99 are medians over the runs; peak RSS is the server process over its recorded runs (MB = 10^6 bytes)',
     'CPU ms/req: CPU time of the server process (all threads) per request sent; PG ms/req: CPU time of the whole PostgreSQL cluster per request (per transaction for the rotation ceiling)',
-    'refresh ceiling: the same two statements in one transaction as rotate() in src/tokens/refresh-tokens.store.ts (lock, then one CTE write), each client following its own chain of successors; the target uses the better of 8 and 50 clients',
+    'refresh ceiling: the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), each client following its own chain of successors; the target uses the better of 8 and 50 clients',
     '/login ceiling: @node-rs/argon2 verify() of the same parameters in a child process with the same thread pool (4), 8 operations in flight',
   )
   if (results.machine.otherCpuShare !== undefined) {

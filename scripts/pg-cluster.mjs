@@ -211,6 +211,7 @@ export class Cluster {
       const r = this.run('pg_ctl', ['-w', '-t', '60', '-D', this.dataDir, '-l', logFile, '-o', opts, 'start'], { allowFail: true });
       if (!r.error && r.status === 0) {
         this.started = true;
+        this.startArgs = ['-w', '-t', '60', '-D', this.dataDir, '-l', logFile, '-o', opts, 'start'];
         return;
       }
       // pg_ctl may have started a server that then failed the wait; make sure it is gone.
@@ -235,6 +236,20 @@ export class Cluster {
         this.log(`warning: pg_ctl stop failed: ${r.stdout ?? ''}${r.stderr ?? r.error?.message ?? ''}`);
       }
     }
+  }
+
+  /** Stops the server at once, as a crash would, keeping its data for `resume()`. */
+  halt() {
+    if (!this.started) return;
+    this.started = false;
+    this.run('pg_ctl', ['-D', this.dataDir, '-m', 'immediate', '-w', 'stop']);
+  }
+
+  /** Starts the server again after `halt()`, on the same port with the same data. */
+  resume() {
+    if (this.started || !this.startArgs) return;
+    this.run('pg_ctl', this.startArgs);
+    this.started = true;
   }
 
   remove() {

@@ -1,16 +1,11 @@
 // The storage ceiling of refresh: the raw rate of Tessera's rotation transaction on the same
-// PostgreSQL, without HTTP, JSON or JWT signing. The statements are those of `rotate()` in
-// src/tokens/refresh-tokens.store.ts, in the same order, with the same round trips:
-//
-//   BEGIN
-//   find the presented token by its SHA-256, joined with its family and user,
-//     locking the token and family rows (FOR UPDATE OF t, f)
-//   one statement: audit event refresh_token.rotated, successor insert, parent marked used
-//     (pointing at its successor), family's last-used columns
-//   COMMIT
+// PostgreSQL, without HTTP, JSON or JWT signing. It is the very statement `rotate()` in
+// src/tokens/refresh-tokens.store.ts sends: one call of `tessera_rotate_refresh_token`
+// (migration 0007), which locks the token and family, inserts the successor, marks the parent
+// used, updates the family and writes the audit row, in one autocommit transaction.
 //
 // Each client follows a chain: it starts from a fresh seeded token (table bench_chain_start,
-// handed out by a sequence) and then always presents the successor it just inserted, so no token
+// handed out by a sequence) and then always presents the successor it just created, so no token
 // is ever presented twice and the pool never runs out. pgbench (extended query protocol, like
 // node-postgres) when it is installed, else the same loop in Node with pg.
 import { spawnSync } from 'node:child_process'
@@ -21,16 +16,19 @@ import { runCommand } from './proc.mjs'
 import { percentile } from './util.mjs'
 
 const IDLE_SECONDS = 14 * 86_400
+const GRACE_SECONDS = 10
+
+// The successor's hash is drawn in the same statement (the server derives it with an HMAC in Node).
+const ROTATE_SQL = (hash, cid, ua) =>
+  `SELECT s.next AS hash, r.outcome FROM (SELECT sha256(uuid_send(gen_random_uuid())) AS next) AS s, ` +
+  `LATERAL tessera_rotate_refresh_token(${hash}, ${cid}, ARRAY[s.next], NULL, ${GRACE_SECONDS}, ${IDLE_SECONDS}, '127.0.0.1', '${ua}') AS r`
 
 const PGBENCH_SCRIPT = `
 \\if :started = 0
-SELECT token_hash AS hash FROM bench_chain_start WHERE n = (SELECT nextval('bench_chain_seq')) \\gset
+SELECT t.token_hash AS hash, f.client_id AS cid FROM bench_chain_start AS c JOIN refresh_token AS t ON t.token_hash = c.token_hash JOIN refresh_token_family AS f ON f.id = t.family_id WHERE c.n = (SELECT nextval('bench_chain_seq')) \\gset
 \\set started 1
 \\endif
-BEGIN;
-SELECT t.id AS tid, t.used_at, f.id AS fid, f.client_id AS cid, f.user_id AS uid, f.scope, f.auth_time, f.expires_at AS fexp, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired, t.expires_at <= now() AS token_expired FROM refresh_token AS t INNER JOIN refresh_token_family AS f ON f.id = t.family_id INNER JOIN app_user AS u ON u.id = f.user_id WHERE t.token_hash = :hash FOR UPDATE OF t, f \\gset
-WITH audit AS (INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', :cid, :uid, :fid, '127.0.0.1', 'pgbench', '{}')), successor AS (INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES (:fid, sha256(uuid_send(gen_random_uuid())), :tid, least(now() + make_interval(secs => ${IDLE_SECONDS}), :fexp)) RETURNING id, token_hash), parent AS (UPDATE refresh_token SET used_at = now(), successor_id = (SELECT id FROM successor) WHERE id = :tid) UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'pgbench' WHERE id = :fid RETURNING (SELECT token_hash FROM successor) AS hash \\gset
-COMMIT;
+${ROTATE_SQL(':hash', ':cid', 'pgbench')} \\gset
 `
 
 export function findPgbench(binDir) {
@@ -83,13 +81,11 @@ async function nodeRun({ url, clients, duration }) {
   try {
     await Promise.all(
       conns.map(async (c) => {
-        let hash = (await c.query("SELECT token_hash FROM bench_chain_start WHERE n = (SELECT nextval('bench_chain_seq'))")).rows[0].token_hash
+        let { hash, cid } = (await c.query("SELECT t.token_hash AS hash, f.client_id AS cid FROM bench_chain_start AS c JOIN refresh_token AS t ON t.token_hash = c.token_hash JOIN refresh_token_family AS f ON f.id = t.family_id WHERE c.n = (SELECT nextval('bench_chain_seq'))")).rows[0]
         while (performance.now() < end) {
           const t0 = performance.now()
-          await c.query('BEGIN')
-          const row = (await c.query('SELECT t.id AS tid, t.used_at, f.id AS fid, f.client_id AS cid, f.user_id AS uid, f.scope, f.auth_time, f.expires_at AS fexp, f.revoked_at, u.disabled_at AS user_disabled_at, u.username, u.roles, f.expires_at <= now() AS family_expired, t.expires_at <= now() AS token_expired FROM refresh_token AS t INNER JOIN refresh_token_family AS f ON f.id = t.family_id INNER JOIN app_user AS u ON u.id = f.user_id WHERE t.token_hash = $1 FOR UPDATE OF t, f', [hash])).rows[0]
-          const out = (await c.query(`WITH audit AS (INSERT INTO audit_event (type, client_id, user_id, family_id, ip, user_agent, detail) VALUES ('refresh_token.rotated', $4, $5, $1, '127.0.0.1', 'node', '{}')), successor AS (INSERT INTO refresh_token (family_id, token_hash, parent_id, expires_at) VALUES ($1, sha256(uuid_send(gen_random_uuid())), $2, least(now() + make_interval(secs => ${IDLE_SECONDS}), $3)) RETURNING id, token_hash), parent AS (UPDATE refresh_token SET used_at = now(), successor_id = (SELECT id FROM successor) WHERE id = $2) UPDATE refresh_token_family SET last_used_at = now(), last_ip = '127.0.0.1', last_user_agent = 'node' WHERE id = $1 RETURNING (SELECT token_hash FROM successor) AS hash`, [row.fid, row.tid, row.fexp, row.cid, row.uid])).rows[0]
-          await c.query('COMMIT')
+          const out = (await c.query(ROTATE_SQL('$1', '$2', 'node'), [hash, cid])).rows[0]
+          if (out.outcome !== 'rotated') throw new Error(`rotation ceiling: ${out.outcome}`)
           hash = out.hash
           lat.push(performance.now() - t0)
         }

@@ -5,19 +5,28 @@ import { parseScope } from './scope.js'
 import type { Grant } from './types.js'
 import { requireParam } from './types.js'
 
-/** RFC 6749 §6 with rotation: every refresh returns a new refresh token. */
+/**
+ * RFC 6749 §6 with rotation: every refresh returns a new refresh token. A retry within the
+ * grace window (a client that lost the response) gets the same successor and a fresh access
+ * token; any other second use of a token revokes its family.
+ */
 export const refreshTokenGrant: Grant = async (params, client, deps) => {
   const presented = requireParam(params, 'refresh_token')
   // Fail before the token is spent if nothing can sign the answer (503, the token stays good).
   deps.keyring.activeSigner()
   const requested = parseScope(params.scope)
-  const lifetimes = { idleSeconds: deps.config.refreshTokenIdleTtlSeconds, absoluteSeconds: deps.config.refreshTokenAbsoluteTtlSeconds }
-  const outcome = await rotate(deps.db, presented, { clientId: client.id, scope: requested }, lifetimes, deps.ctx)
+  const { config } = deps
+  const lifetimes = { idleSeconds: config.refreshTokenIdleTtlSeconds, absoluteSeconds: config.refreshTokenAbsoluteTtlSeconds }
+  const request = { clientId: client.id, scope: requested, successors: deps.successors.successors(presented), graceSeconds: config.refreshGraceSeconds }
+  const outcome = await rotate(deps.db, presented, request, lifetimes, deps.ctx)
   if (outcome.kind === 'invalid_scope') throw new OAuthError('invalid_scope', 'the requested scope exceeds the granted scope')
-  if (outcome.kind !== 'rotated') {
-    // On reuse the store already revoked the family, in its own committed transaction.
-    throw new OAuthError('invalid_grant', 'refresh token is invalid', outcome.kind)
+  if (outcome.kind === 'reused') {
+    // The store already revoked the family, in its own committed transaction.
+    deps.metrics.refreshEvent('reuse_detected')
+    deps.metrics.refreshEvent('revoked', 'reuse_detected')
   }
+  if (outcome.kind !== 'rotated' && outcome.kind !== 'retried') throw new OAuthError('invalid_grant', 'refresh token is invalid', outcome.kind)
+  deps.metrics.refreshEvent(outcome.kind)
   const { family, user } = outcome
   // The client may have lost scopes since the family was created (SECURITY #60).
   const scope = (requested ?? family.scope.split(' ').filter((s) => s !== '')).filter((s) => client.scopes.includes(s))

@@ -19,7 +19,7 @@ export function logoutRoute(app: FastifyInstance, s: Services): void {
     }
     // Forced-logout CSRF: only the app's own origin may end its session.
     requireAllowedOrigin(req, client)
-    await revokeFamily(s.db, family.id, 'logout', requestContext(req))
+    if (await revokeFamily(s.db, family.id, 'logout', requestContext(req))) s.metrics.refreshEvent('revoked', 'logout')
     clearRefreshCookie(reply, s.config)
     return reply.header('cache-control', 'no-store').code(204).send()
   })

@@ -19,6 +19,7 @@ export function refreshRoute(app: FastifyInstance, s: Services): void {
     requireAllowedOrigin(req, client)
     // A loser of a concurrent refresh gets an error and no Set-Cookie, so the winner's cookie stays.
     const tokens = await refreshTokenGrant({ refresh_token: token }, client, grantDeps(s, requestContext(req)))
+    s.metrics.tokenIssued('refresh_token')
     return sendTokens(reply, s, client, tokens)
   })
   methodNotAllowed(app, '/refresh', ['POST'])

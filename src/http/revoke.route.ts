@@ -25,7 +25,7 @@ export function revokeRoute(app: FastifyInstance, s: Services): void {
     // The hint is only an optimisation (§2.1): we recognise both kinds by shape.
     if (looksLikeRefreshToken(token)) {
       const family = await findFamilyByToken(s.db, token)
-      if (family && family.clientId === client.id) await revokeFamily(s.db, family.id, 'revoked_by_client', ctx)
+      if (family && family.clientId === client.id && (await revokeFamily(s.db, family.id, 'revoked_by_client', ctx))) s.metrics.refreshEvent('revoked', 'revoke_endpoint')
     } else if (token.split('.').length === 3) {
       const claims = await verifyAccessToken(s.keyring, s.config.issuer, undefined, token, Math.floor(s.now() / 1000)).catch(() => undefined)
       if (claims && claims.client_id === client.id) {

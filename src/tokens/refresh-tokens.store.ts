@@ -1,6 +1,6 @@
-import { sql } from 'kysely'
-import type { Db, Executor } from '../db/schema.js'
-import { auditInsert, recordEvent, trim } from '../audit/audit.store.js'
+import { sql, type Transaction } from 'kysely'
+import type { Database, Db, Executor } from '../db/schema.js'
+import { recordEvent, trim } from '../audit/audit.store.js'
 import { hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from './refresh-token.js'
 
 /** What a live family lets the holder of its newest token do. */
@@ -31,11 +31,23 @@ export interface Lifetimes {
 }
 
 export type RotateOutcome =
-  | { kind: 'rotated'; family: Family; user: FamilyUser; refreshToken: string }
-  | { kind: 'not_found' | 'wrong_client' | 'revoked' | 'expired' | 'user_disabled' | 'invalid_scope' }
+  | { kind: 'rotated' | 'retried'; family: Family; user: FamilyUser; refreshToken: string }
+  | { kind: 'not_found' | 'wrong_client' | 'revoked' | 'expired' | 'user_disabled' | 'invalid_scope' | 'retry_mismatch' }
   | { kind: 'reused'; familyId: string }
 
-/** Starts a family (one login on one device) with its first refresh token; audits the login with it. */
+export interface RotateRequest {
+  clientId: string
+  /** The requested (narrower) scope, or undefined for the family's scope. */
+  scope: string[] | undefined
+  /** The presented token's possible successors (see SuccessorDeriver); the first is issued. */
+  successors: string[]
+  graceSeconds: number
+}
+
+/**
+ * Starts a family (one login on one device) with its first refresh token, and audits the login
+ * and the issue with it: one statement, so one round trip and all or nothing.
+ */
 export async function createFamily(
   db: Db,
   input: { clientId: string; userId: string; scope: string },
@@ -43,111 +55,68 @@ export async function createFamily(
   ctx: RequestContext,
 ): Promise<{ family: Family; refreshToken: string }> {
   const token = newRefreshToken()
-  return db.transaction().execute(async (trx) => {
-    const fam = await trx
-      .insertInto('refresh_token_family')
-      .values({
-        client_id: input.clientId,
-        user_id: input.userId,
-        scope: input.scope,
-        auth_time: sql`now()`,
-        expires_at: sql`now() + make_interval(secs => ${lifetimes.absoluteSeconds})`,
-        last_used_at: sql`now()`,
-        last_ip: trim(ctx.ip, 64),
-        last_user_agent: trim(ctx.userAgent, 512),
-      })
-      .returning(['id', 'client_id', 'user_id', 'scope', 'auth_time', 'expires_at'])
-      .executeTakeFirstOrThrow()
-    await trx
-      .insertInto('refresh_token')
-      .values({
-        family_id: fam.id,
-        token_hash: hashRefreshToken(token),
-        expires_at: sql`least(now() + make_interval(secs => ${lifetimes.idleSeconds}), ${fam.expires_at})`,
-      })
-      .execute()
-    await recordEvent(trx, { type: 'login.succeeded', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx })
-    await recordEvent(trx, { type: 'refresh_token.issued', familyId: fam.id, clientId: fam.client_id, userId: fam.user_id, ...ctx })
-    return { family: toFamily(fam), refreshToken: token }
-  })
+  const ip = trim(ctx.ip, 64)
+  const userAgent = trim(ctx.userAgent, 512)
+  const { rows } = await sql<{ id: string; client_id: string; user_id: string; scope: string; auth_time: Date; expires_at: Date }>`
+    with fam as (
+      insert into refresh_token_family (client_id, user_id, scope, auth_time, expires_at, last_used_at, last_ip, last_user_agent)
+      values (${input.clientId}, ${input.userId}, ${input.scope}, now(), now() + make_interval(secs => ${lifetimes.absoluteSeconds}), now(), ${ip}, ${userAgent})
+      returning id, client_id, user_id, scope, auth_time, expires_at
+    ), tok as (
+      insert into refresh_token (family_id, token_hash, expires_at)
+      select id, ${hashRefreshToken(token)}, least(now() + make_interval(secs => ${lifetimes.idleSeconds}), expires_at) from fam
+    ), audit as (
+      insert into audit_event (type, client_id, user_id, family_id, ip, user_agent)
+      select e.type, fam.client_id, fam.user_id, fam.id, ${ip}, ${userAgent}
+        from fam cross join (values (1, 'login.succeeded'), (2, 'refresh_token.issued')) as e(n, type) order by e.n
+    )
+    select * from fam`.execute(db)
+  const fam = rows[0]
+  if (!fam) throw new Error('createFamily inserted no family')
+  return { family: toFamily(fam), refreshToken: token }
+}
+
+interface RotateRow {
+  outcome: RotateOutcome['kind']
+  family_id: string | null
+  user_id: string | null
+  scope: string | null
+  auth_time: Date | null
+  expires_at: Date | null
+  username: string | null
+  roles: string[] | null
+  successor: number | null
 }
 
 /**
- * Rotates `presented` in one transaction of two statements: the first finds the token and
- * locks it and its family (`FOR UPDATE`), the second marks it used, inserts its successor,
- * updates the family and audits, all at once. Reuse of a used token revokes the whole family.
+ * Rotates `presented` with one statement: `tessera_rotate_refresh_token` (migration 0007)
+ * locks the token and its family, decides, and writes, in one transaction and one round trip.
  * Every decision about one family is serialised by its row lock, across all instances; times
- * are the database's, so instances with skewed clocks agree.
+ * are the database's. A used token is a retry (the same successor again) when it is the
+ * immediate parent of the family's newest token and that successor is younger than the grace
+ * window; otherwise it is reuse and the whole family is revoked.
  */
-export async function rotate(
-  db: Db,
-  presented: string,
-  request: { clientId: string; scope: string[] | undefined },
-  lifetimes: Lifetimes,
-  ctx: RequestContext,
-): Promise<RotateOutcome> {
+export async function rotate(db: Db, presented: string, request: RotateRequest, lifetimes: Lifetimes, ctx: RequestContext): Promise<RotateOutcome> {
   if (!looksLikeRefreshToken(presented)) return { kind: 'not_found' }
-  const hash = hashRefreshToken(presented)
-  return db.transaction().execute(async (trx): Promise<RotateOutcome> => {
-    // Waiting on either lock re-reads both rows (READ COMMITTED re-check), so a rotation or a
-    // revocation that committed while we waited is what we see.
-    const row = await trx
-      .selectFrom('refresh_token as t')
-      .innerJoin('refresh_token_family as f', 'f.id', 't.family_id')
-      .innerJoin('app_user as u', 'u.id', 'f.user_id')
-      .select(['t.id as token_id', 't.used_at', 'f.id', 'f.client_id', 'f.user_id', 'f.scope', 'f.auth_time', 'f.expires_at', 'f.revoked_at'])
-      .select(['u.disabled_at as user_disabled_at', 'u.username', 'u.roles'])
-      .select([sql<boolean>`f.expires_at <= now()`.as('family_expired'), sql<boolean>`t.expires_at <= now()`.as('token_expired')])
-      .where('t.token_hash', '=', hash)
-      .forUpdate(['t', 'f'])
-      .executeTakeFirst()
-    if (!row) return { kind: 'not_found' }
-    // RFC 6749 §10.4 / SECURITY #56: another client's token is refused but not revoked,
-    // so nobody can kill a victim's session just by presenting its token.
-    if (row.client_id !== request.clientId) return { kind: 'wrong_client' }
-    if (row.revoked_at !== null) return { kind: 'revoked' }
-    if (row.family_expired) return { kind: 'expired' }
-    if (row.user_disabled_at !== null) return { kind: 'user_disabled' }
-    const event = { familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx }
-    if (row.used_at !== null) {
-      // RFC 9700 §4.14.2: a used token presented again means one copy was stolen.
-      await trx
-        .with('audit', (db) => auditInsert(db, { type: 'refresh_token.reuse_detected', ...event, detail: { token_id: row.token_id } }))
-        .updateTable('refresh_token_family')
-        .set({ revoked_at: sql`now()`, revoked_reason: 'reuse_detected' })
-        .where('id', '=', row.id)
-        .execute()
-      return { kind: 'reused', familyId: row.id }
+  const { rows } = await sql<RotateRow>`select * from tessera_rotate_refresh_token(
+    ${hashRefreshToken(presented)}, ${request.clientId}, ${request.successors.map(hashRefreshToken)}::bytea[],
+    ${request.scope ?? null}::text[], ${request.graceSeconds}::integer, ${lifetimes.idleSeconds}::integer,
+    ${trim(ctx.ip, 64)}, ${trim(ctx.userAgent, 512)})`.execute(db)
+  const row = rows[0]
+  if (!row) throw new Error('tessera_rotate_refresh_token returned no row')
+  switch (row.outcome) {
+    case 'rotated':
+    case 'retried': {
+      const family: Family = { id: row.family_id!, clientId: request.clientId, userId: row.user_id!, scope: row.scope!, authTime: row.auth_time!, expiresAt: row.expires_at! }
+      const refreshToken = request.successors[row.successor! - 1]
+      if (refreshToken === undefined) throw new Error('tessera_rotate_refresh_token named an unknown successor')
+      return { kind: row.outcome, family, user: { username: row.username!, roles: row.roles ?? [] }, refreshToken }
     }
-    if (row.token_expired) return { kind: 'expired' }
-    // RFC 6749 §6: a refresh may narrow the scope, never widen it. Checked before any write.
-    const familyScope = row.scope.split(' ')
-    if (request.scope?.some((s) => !familyScope.includes(s))) return { kind: 'invalid_scope' }
-
-    const successor = newRefreshToken()
-    await trx
-      .with('audit', (db) => auditInsert(db, { type: 'refresh_token.rotated', ...event }))
-      .with('successor', (db) =>
-        db
-          .insertInto('refresh_token')
-          .values({
-            family_id: row.id,
-            token_hash: hashRefreshToken(successor),
-            parent_id: row.token_id,
-            // Successors inherit the family's absolute expiry.
-            expires_at: sql`least(now() + make_interval(secs => ${lifetimes.idleSeconds}), ${row.expires_at})`,
-          })
-          .returning('id'),
-      )
-      .with('parent', (db) =>
-        db.updateTable('refresh_token').set({ used_at: sql`now()`, successor_id: sql`(select id from successor)` }).where('id', '=', row.token_id),
-      )
-      .updateTable('refresh_token_family')
-      .set({ last_used_at: sql`now()`, last_ip: trim(ctx.ip, 64), last_user_agent: trim(ctx.userAgent, 512) })
-      .where('id', '=', row.id)
-      .execute()
-    return { kind: 'rotated', family: toFamily(row), user: { username: row.username, roles: row.roles }, refreshToken: successor }
-  })
+    case 'reused':
+      return { kind: 'reused', familyId: row.family_id! }
+    default:
+      return { kind: row.outcome }
+  }
 }
 
 /** The family a refresh token belongs to, whatever its state. */
@@ -165,8 +134,15 @@ export async function findFamilyByToken(db: Executor, presented: string): Promis
 /**
  * Revokes a family. The UPDATE takes the family's row lock, so it waits for a rotation in
  * progress and every later rotation sees `revoked_at`: once this returns, nothing refreshes.
+ * `also` runs in the same transaction (an audit row of the caller's own, say), whatever the outcome.
  */
-export async function revokeFamily(db: Db, familyId: string, reason: string, ctx: RequestContext): Promise<boolean> {
+export async function revokeFamily(
+  db: Db,
+  familyId: string,
+  reason: string,
+  ctx: RequestContext,
+  extra: { detail?: Record<string, unknown>; also?: (trx: Transaction<Database>, revoked: boolean) => Promise<void> } = {},
+): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const row = await trx
       .updateTable('refresh_token_family')
@@ -175,7 +151,8 @@ export async function revokeFamily(db: Db, familyId: string, reason: string, ctx
       .where('revoked_at', 'is', null)
       .returning(['id', 'client_id', 'user_id'])
       .executeTakeFirst()
-    if (row) await recordEvent(trx, { type: 'refresh_token.revoked', familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx, detail: { reason } })
+    if (row) await recordEvent(trx, { type: 'refresh_token.revoked', familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx, detail: { reason, ...extra.detail } })
+    await extra.also?.(trx, row !== undefined)
     return row !== undefined
   })
 }

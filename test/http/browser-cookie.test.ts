@@ -52,8 +52,8 @@ function cookieValue(t: Test, res: { headers: Record<string, unknown> }): string
   return value
 }
 
-async function browserApp(t: Test) {
-  const app = await testApp(t)
+async function browserApp(t: Test, env: Record<string, string> = {}) {
+  const app = await testApp(t, { env })
   await app.createUser('alice', PASSWORD)
   const client = await app.createClient({ isPublic: true, grantTypes: ['password', 'refresh_token'], refreshDelivery: 'cookie', allowedOrigins: [APP_ORIGIN] })
   return { app, client }
@@ -173,12 +173,15 @@ t.test('#105 #106 POST /refresh with cookie and allowed Origin → 200, new acce
   t.not(cookieValue(t, again), next)
 })
 
-t.test('#50 replaying the old cookie value → 400 invalid_grant and the family is revoked', async (t) => {
+t.test('#50 replaying an old cookie value (older than the last retry) → 400 invalid_grant and the family is revoked', async (t) => {
   const { app, client } = await browserApp(t)
   const first = await loginCookie(t, app, client.id)
   const res = await post(app, '/refresh', first)
   t.equal(res.statusCode, 200)
   const next = cookieValue(t, res)
+  const second = await post(app, '/refresh', next)
+  t.equal(second.statusCode, 200)
+  const latest = cookieValue(t, second)
   const reuse = await post(app, '/refresh', first)
   t.equal(reuse.statusCode, 400)
   t.same(reuse.json(), invalidGrant)
@@ -187,8 +190,8 @@ t.test('#50 replaying the old cookie value → 400 invalid_grant and the family 
   t.equal(fams.length, 1)
   t.equal(fams[0]!.revoked_reason, 'reuse_detected')
   t.not(fams[0]!.revoked_at, null)
-  const successor = await post(app, '/refresh', next)
-  t.equal(successor.statusCode, 400, 'the successor died with its family')
+  const successor = await post(app, '/refresh', latest)
+  t.equal(successor.statusCode, 400, 'the newest token died with its family')
   t.same(successor.json(), invalidGrant)
   t.equal(successor.headers['set-cookie'], undefined)
 })
@@ -305,8 +308,20 @@ t.test('#114 two refresh cookies of the same name → 400 invalid_request, nothi
   t.equal((await post(app, '/refresh', value)).statusCode, 200)
 })
 
-t.test('#64 parallel /refresh with one cookie: exactly one 200; losers send no Set-Cookie at all', async (t) => {
+t.test('#64 parallel /refresh with one cookie: one rotation, every tab gets the same new cookie', async (t) => {
   const { app, client } = await browserApp(t)
+  const value = await loginCookie(t, app, client.id)
+  const results = await Promise.all(Array.from({ length: 10 }, () => post(app, '/refresh', value)))
+  t.same(results.map((r) => r.statusCode), Array(10).fill(200), 'all 200: the others are retries within the grace window')
+  const values = new Set(results.map((r) => cookieValue(t, r)))
+  t.equal(values.size, 1, 'one new cookie value for all')
+  t.not([...values][0], value, 'the cookie rotated')
+  const successors = await app.database.db.selectFrom('refresh_token').select('id').where('parent_id', 'is not', null).execute()
+  t.equal(successors.length, 1, 'one successor row')
+})
+
+t.test('#64 parallel /refresh with one cookie and no grace window: exactly one 200; losers send no Set-Cookie at all', async (t) => {
+  const { app, client } = await browserApp(t, { REFRESH_GRACE_SECONDS: '0' })
   const value = await loginCookie(t, app, client.id)
   const results = await Promise.all(Array.from({ length: 10 }, () => post(app, '/refresh', value)))
   const statuses = results.map((r) => r.statusCode)
