@@ -53,7 +53,7 @@ export interface RefreshTokenTable {
   successor_id: string | null
 }
 
-export type KeyState = 'pending' | 'active' | 'retired' | 'revoked'
+export type KeyState = 'pending' | 'active' | 'retired' | 'removed' | 'revoked'
 
 export interface SigningKeyTable {
   kid: string
@@ -66,6 +66,14 @@ export interface SigningKeyTable {
   activated_at: Timestamp | null
   retired_at: Timestamp | null
   revoked_at: Timestamp | null
+  /** pending: when it starts signing. */
+  activate_at: Timestamp | null
+  /** retired: when it leaves the JWKS. */
+  remove_at: Timestamp | null
+  removed_at: Timestamp | null
+  revoked_reason: string | null
+  /** Bumped on every change of the row (a sequence), so a change is one cheap query away. */
+  version: ColumnType<string, string | undefined, string>
 }
 
 export interface RevokedAccessTokenTable {

@@ -35,11 +35,15 @@ export function wellKnownRoute(app: FastifyInstance, s: Services): void {
   app.get('/.well-known/openid-configuration', discovery)
   app.get('/.well-known/oauth-authorization-server', discovery)
 
+  // The JWKS cache contract (README "Signing keys"): max-age never outlives the next scheduled
+  // change of the key set nor the configured ceiling; a strong ETag of the body, which is
+  // serialised once per key-set change; 304 on If-None-Match.
   app.get('/.well-known/jwks.json', async (req, reply) => {
     const { body, etag } = s.keyring.jwksDocument()
     reply
       .header('access-control-allow-origin', '*')
-      .header('cache-control', `public, max-age=${s.config.jwksMaxAgeSeconds}`)
+      .header('access-control-expose-headers', 'ETag')
+      .header('cache-control', `public, max-age=${s.keyring.jwksMaxAge()}`)
       .header('etag', etag)
       .header('content-type', 'application/jwk-set+json; charset=utf-8')
     // RFC 9110 §13.1.2: If-None-Match uses weak comparison; we only ever send our strong tag.
@@ -47,5 +51,15 @@ export function wellKnownRoute(app: FastifyInstance, s: Services): void {
     if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')) return reply.code(304).send()
     return reply.send(body)
   })
+  // A browser that revalidates by hand (If-None-Match) sends a preflight first.
+  app.options('/.well-known/jwks.json', async (_req, reply) =>
+    reply
+      .code(204)
+      .header('access-control-allow-origin', '*')
+      .header('access-control-allow-methods', 'GET')
+      .header('access-control-allow-headers', 'if-none-match')
+      .header('access-control-max-age', '86400')
+      .send(),
+  )
   for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json']) methodNotAllowed(app, url, ['GET'])
 }

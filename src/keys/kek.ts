@@ -48,3 +48,21 @@ export function open(kek: Kek, sealed: Buffer, aad: string): Buffer {
   decipher.setAuthTag(sealed.subarray(sealed.length - 16))
   return Buffer.concat([decipher.update(sealed.subarray(12, sealed.length - 16)), decipher.final()])
 }
+
+/** The current KEK (seals everything new) and earlier ones still accepted for opening. */
+export interface KekSet {
+  readonly current: Kek
+  readonly previous: readonly Kek[]
+}
+
+export function kekSet(current: Kek, previous: readonly Kek[] = []): KekSet {
+  return { current, previous }
+}
+
+/** Opens a sealed key with the KEK whose id the row names; throws when that KEK is unknown or wrong. */
+export function openWith(keks: KekSet | Kek, sealed: Buffer, aad: string, kekId: string): Buffer {
+  const set = 'current' in keks ? keks : kekSet(keks)
+  const kek = [set.current, ...set.previous].find((k) => k.id === kekId)
+  if (!kek) throw new Error(`no key-encryption key with id ${kekId} is configured`)
+  return open(kek, sealed, aad)
+}

@@ -1,0 +1,96 @@
+import type { Config, SigningAlg } from '../config.js'
+import { loadConfig } from '../config.js'
+
+/**
+ * The timing rules of the signing-key schedule, all in seconds, derived from the configuration
+ * (README "Signing keys"):
+ * - a new key is published `publishLeadSeconds` before it signs: the JWKS cache ceiling, plus how long
+ *   instances take to see a change, plus the clock-skew allowance;
+ * - a retired key stays published `retentionSeconds` after it stopped signing: the longest token
+ *   lifetime, plus the same cache, propagation and skew allowances.
+ */
+export interface KeyPolicy {
+  readonly alg: SigningAlg
+  /** 0 = no scheduled rotation. */
+  readonly rotationIntervalSeconds: number
+  readonly publishLeadSeconds: number
+  readonly retentionSeconds: number
+  /** `Cache-Control: max-age` ceiling of the JWKS. */
+  readonly jwksMaxAgeSeconds: number
+  readonly skewSeconds: number
+}
+
+export function keyPolicy(config: Config): KeyPolicy {
+  const propagation = config.cacheRefreshSeconds
+  // Access tokens and ID tokens share one lifetime today; take the longest if that changes.
+  const longestToken = config.accessTokenTtlSeconds
+  return {
+    alg: config.signingAlg,
+    rotationIntervalSeconds: config.keyRotationIntervalSeconds,
+    publishLeadSeconds: config.jwksMaxAgeSeconds + propagation + config.keyClockSkewSeconds,
+    retentionSeconds: longestToken + config.jwksMaxAgeSeconds + propagation + config.keyClockSkewSeconds,
+    jwksMaxAgeSeconds: config.jwksMaxAgeSeconds,
+    skewSeconds: config.keyClockSkewSeconds,
+  }
+}
+
+/** The policy of the default configuration, for callers that pass none. */
+export function defaultKeyPolicy(): KeyPolicy {
+  return keyPolicy(loadConfig({}))
+}
+
+/** The schedule-relevant fields of a key row. */
+export interface ScheduledKey {
+  readonly state: string
+  readonly created_at: Date
+  readonly activated_at: Date | null
+  readonly retired_at: Date | null
+  readonly activate_at: Date | null
+  readonly remove_at: Date | null
+}
+
+const ms = (d: Date | null | undefined) => (d ? d.getTime() : undefined)
+
+/** When a pending key starts signing (a row without a date: publication + lead). */
+export function activationTime(key: ScheduledKey, policy: KeyPolicy): number {
+  return ms(key.activate_at) ?? key.created_at.getTime() + policy.publishLeadSeconds * 1000
+}
+
+/** When a retired key leaves the JWKS (a row without a date: retirement + retention). */
+export function removalTime(key: ScheduledKey, policy: KeyPolicy): number {
+  return ms(key.remove_at) ?? (ms(key.retired_at) ?? key.created_at.getTime()) + policy.retentionSeconds * 1000
+}
+
+/** When the next key should be published (Infinity when rotation is off or one is pending already). */
+export function publicationTime(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
+  if (policy.rotationIntervalSeconds === 0 || keys.some((k) => k.state === 'pending')) return Infinity
+  const active = keys.find((k) => k.state === 'active')
+  if (!active) return Infinity
+  const since = ms(active.activated_at) ?? active.created_at.getTime()
+  return since + (policy.rotationIntervalSeconds - policy.publishLeadSeconds) * 1000
+}
+
+/** The next scheduled change of the published key set (publication or removal), ms; Infinity if none. */
+export function nextKeySetChange(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
+  let next = publicationTime(keys, policy)
+  for (const k of keys) if (k.state === 'retired') next = Math.min(next, removalTime(k, policy))
+  return next
+}
+
+/** The next moment the schedule has something to do (also activations); Infinity if never. */
+export function nextScheduleStep(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
+  if (!keys.some((k) => k.state === 'active')) return -Infinity
+  let next = nextKeySetChange(keys, policy)
+  for (const k of keys) if (k.state === 'pending') next = Math.min(next, activationTime(k, policy))
+  return next
+}
+
+/**
+ * `Cache-Control: max-age` of the JWKS at `now`: never beyond the configured ceiling, and never
+ * beyond the next scheduled change of the key set minus the skew allowance; never negative.
+ */
+export function jwksMaxAge(nextChange: number, now: number, policy: KeyPolicy): number {
+  if (nextChange === Infinity) return policy.jwksMaxAgeSeconds
+  const untilChange = Math.floor((nextChange - now) / 1000) - policy.skewSeconds
+  return Math.max(0, Math.min(policy.jwksMaxAgeSeconds, untilChange))
+}

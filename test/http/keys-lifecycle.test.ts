@@ -1,0 +1,359 @@
+// Signing-key lifecycle with a controllable clock (SECURITY E #84–#89, K #139, #143, #145):
+// the schedule (pending → active → retired → removed), the JWKS cache contract, a full
+// rotation drill against a resource server that verifies with jose's createRemoteJWKSet and
+// honours the cache headers, several instances running the schedule at once, and changes
+// reaching every instance within seconds without a restart.
+import { Writable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
+import t from 'tap'
+import type { Test } from 'tap'
+import { buildApp, type Tessera } from '../../src/app.js'
+import { openDatabase } from '../../src/db/connect.js'
+import type { SigningKeyRow } from '../../src/db/schema.js'
+import { kekSet, parseKek } from '../../src/keys/kek.js'
+import { revokeKey, runKeySchedule, scheduleRotation } from '../../src/keys/keys.store.js'
+import { basic, FORM, form, ISSUER, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+
+const API = 'https://api.example.com'
+const HOUR = 3600
+// Short enough for a drill, long enough that every allowance is visible.
+const ENV = {
+  KEY_ROTATION_INTERVAL_SECONDS: String(HOUR),
+  JWKS_MAX_AGE_SECONDS: '300',
+  CACHE_REFRESH_SECONDS: '10',
+  KEY_CLOCK_SKEW_SECONDS: '60',
+  ACCESS_TOKEN_TTL_SECONDS: '900',
+}
+const LEAD = 300 + 10 + 60 // max-age ceiling + propagation + skew
+const RETENTION = 900 + 300 + 10 + 60 // longest token + the same allowances
+const kek = parseKek(TEST_KEK)
+
+/** A clock the test moves by hand (ms). */
+function clock(start = Date.now()) {
+  const c = { now: start, advance: (seconds: number) => (c.now += seconds * 1000), fn: () => c.now }
+  return c
+}
+
+async function rows(app: { database: TestApp['database'] }): Promise<SigningKeyRow[]> {
+  return app.database.db.selectFrom('signing_key').selectAll().orderBy('created_at').orderBy('kid').execute()
+}
+
+const states = async (app: TestApp) => (await rows(app)).map((r) => r.state)
+
+function getJwks(app: { app: TestApp['app'] }, headers: Record<string, string> = {}) {
+  return app.app.inject({ method: 'GET', url: '/.well-known/jwks.json', headers })
+}
+
+const maxAgeOf = (cacheControl: unknown) => Number(/max-age=(\d+)/.exec(String(cacheControl))![1])
+const kidsOf = (body: string) => (JSON.parse(body) as { keys: JWK[] }).keys.map((k) => k.kid!).sort()
+
+async function clientToken(app: { app: TestApp['app'] }, client: { id: string; secret: string | undefined }, scope = 'read'): Promise<string> {
+  const res = await app.app.inject({ method: 'POST', url: '/token', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ grant_type: 'client_credentials', scope }) })
+  if (res.statusCode !== 200) throw new Error(`token: ${res.statusCode} ${res.body}`)
+  return res.json().access_token
+}
+
+/** A second instance on the same database, with its own pool and the same clock. */
+async function secondInstance(t: Test, app: TestApp, now: () => number): Promise<Tessera> {
+  const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 3, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
+  const quiet = new Writable({ write: (_c, _e, cb) => cb() })
+  const other = await buildApp({ config: app.config, database, logStream: quiet, now })
+  t.teardown(async () => {
+    await other.close()
+    await database.close()
+  })
+  return other
+}
+
+t.test('#85 #86 the schedule: pending for the publish lead, then active; retired for the retention, then removed', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const policy = app.services.keyring.policy
+  t.equal(policy.publishLeadSeconds, LEAD)
+  t.equal(policy.retentionSeconds, RETENTION)
+  const [first] = await rows(app)
+  t.equal(first!.state, 'active')
+  t.equal(first!.activated_at!.getTime(), c.now, 'dates come from the injected clock')
+
+  // Just before the publication time nothing happens.
+  c.advance(HOUR - LEAD - 1)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['active'])
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'max-age is 0 within the skew allowance of the next change')
+
+  c.advance(1)
+  await app.services.keyring.tick()
+  const published = await rows(app)
+  t.same(published.map((r) => r.state), ['active', 'pending'], 'the next key is published as pending')
+  const pending = published[1]!
+  t.equal(pending.created_at.getTime(), c.now)
+  t.equal(pending.activate_at!.getTime() - pending.created_at.getTime(), LEAD * 1000, 'it signs only after the publish lead')
+  t.equal(pending.activate_at!.getTime(), first!.activated_at!.getTime() + HOUR * 1000, 'activation on the rotation interval')
+  t.same(kidsOf((await getJwks(app)).body), [first!.kid, pending.kid].sort(), 'published at once')
+  const token = await clientToken(app, await app.createClient())
+  t.equal(decodeProtectedHeader(token).kid, first!.kid, 'the pending key does not sign')
+
+  c.advance(LEAD - 1)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['active', 'pending'], 'not a second early')
+  c.advance(1)
+  await app.services.keyring.tick()
+  const activated = await rows(app)
+  t.same(activated.map((r) => r.state), ['retired', 'active'])
+  t.equal(activated[1]!.activated_at!.getTime(), c.now)
+  t.equal(activated[0]!.retired_at!.getTime(), c.now)
+  t.equal(activated[0]!.remove_at!.getTime(), c.now + RETENTION * 1000, 'removal after the retention')
+  t.equal(activated[0]!.private_key_enc.length, 0, 'a retired key never signs again: its private part is destroyed')
+  t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, pending.kid, 'the new key signs')
+  const jwks = await getJwks(app)
+  t.same(kidsOf(jwks.body), [first!.kid, pending.kid].sort(), 'the retired key is still published')
+  t.equal(maxAgeOf(jwks.headers['cache-control']), 300, 'the next change is far: the ceiling')
+
+  c.advance(RETENTION - 60)
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'within the skew allowance before the removal: 0')
+  c.advance(-100)
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 100, 'shortened to the removal minus the allowance')
+  c.advance(160 - 1)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['retired', 'active'], 'not a second early')
+  c.advance(1)
+  await app.services.keyring.tick()
+  const removed = await rows(app)
+  t.same(removed.map((r) => r.state), ['removed', 'active'])
+  t.equal(removed[0]!.removed_at!.getTime(), c.now)
+  t.same(kidsOf((await getJwks(app)).body), [pending.kid], 'the removed key left the JWKS')
+})
+
+t.test('rotation off (KEY_ROTATION_INTERVAL_SECONDS=0): no key is ever published by the schedule; max-age is the ceiling', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  c.advance(400 * 86_400)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['active'])
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 300)
+})
+
+t.test('a scheduled rotation by command (keys rotate): pending now, active after the lead, idempotent', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  const [first] = await rows(app)
+  c.advance(1)
+  const r = await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
+  t.match(r, { state: 'pending', created: true })
+  t.equal(r.activateAt.getTime(), c.now + LEAD * 1000)
+  const again = await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now + 5000, policy: app.services.keyring.policy })
+  t.same(again, { ...r, created: false }, 'a second call returns the same pending key')
+  await app.services.keyring.tick()
+  t.same(kidsOf((await getJwks(app)).body), [first!.kid, r.kid].sort(), 'the instance saw it within one tick')
+  c.advance(LEAD)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['retired', 'active'])
+  t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, r.kid)
+})
+
+/**
+ * A resource server that verifies with jose's createRemoteJWKSet and honours the JWKS cache
+ * headers, in the test clock: it re-fetches when max-age has run out, and never otherwise (no
+ * re-fetch on an unknown kid: the strictest cache). Every failure is recorded.
+ */
+function resourceServer(jwksUrl: string, now: () => number) {
+  const rs = { fetches: 0, expiresAt: -Infinity, maxAges: [] as number[], failures: [] as string[], verified: 0 }
+  const jwks = createRemoteJWKSet(new URL(jwksUrl), {
+    cacheMaxAge: Infinity,
+    cooldownDuration: Infinity,
+    [customFetch]: async (url: string, init: RequestInit) => {
+      const res = await fetch(url, init)
+      const cc = res.headers.get('cache-control') ?? ''
+      const maxAge = /no-cache|no-store/.test(cc) ? 0 : maxAgeOf(cc)
+      rs.fetches++
+      rs.maxAges.push(maxAge)
+      rs.expiresAt = now() + maxAge * 1000
+      return res
+    },
+  })
+  return {
+    stats: rs,
+    async verify(token: string, label: string) {
+      if (now() >= rs.expiresAt) await jwks.reload()
+      try {
+        await jwtVerify(token, jwks, { issuer: ISSUER, audience: API, typ: 'at+jwt', currentDate: new Date(now()) })
+        rs.verified++
+      } catch (err) {
+        rs.failures.push(`${label}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`)
+      }
+    },
+  }
+}
+
+t.test('rotation drill: a resource server honouring the cache headers verifies every token before, during and after two rotations (#85 #86 #89)', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const b = await secondInstance(t, app, c.fn)
+  await app.app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.app.server.address() as { port: number }).port
+  const rs = resourceServer(`http://127.0.0.1:${port}/.well-known/jwks.json`, c.fn)
+  const client = await app.createClient()
+  const introspect = (token: string, via: { app: TestApp['app'] }) =>
+    via.app.inject({ method: 'POST', url: '/introspect', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ token }) }).then((r) => r.json().active as boolean)
+
+  const live: { token: string; exp: number; label: string }[] = []
+  const samples: { at: number; etag: string; maxAge: number }[] = []
+  const kidsSeen = new Set<string>()
+  const STEP = 30
+  const steps = Math.ceil((2 * HOUR + RETENTION + 300) / STEP)
+  let tesseraFailures = 0
+  for (let i = 0; i < steps; i++) {
+    c.advance(STEP)
+    // Both instances run the schedule (they race for it) and pick up each other's changes.
+    await Promise.all([app.services.keyring.tick(), b.services.keyring.tick()])
+    const jwks = await getJwks(i % 2 === 0 ? app : b)
+    samples.push({ at: c.now, etag: String(jwks.headers.etag), maxAge: maxAgeOf(jwks.headers['cache-control']) })
+    const via = i % 2 === 0 ? app : b
+    const token = await clientToken(via, client)
+    kidsSeen.add(decodeProtectedHeader(token).kid!)
+    live.push({ token, exp: c.now + 900_000, label: `token ${i} (${i % 2 === 0 ? 'A' : 'B'})` })
+    while (live.length > 0 && live[0]!.exp <= c.now) live.shift()
+    for (const l of live) await rs.verify(l.token, l.label)
+    // Tessera's own verifier agrees, on both instances (oldest and newest live token).
+    for (const l of [live[0]!, live[live.length - 1]!]) for (const inst of [app, b]) if (!(await introspect(l.token, inst))) tesseraFailures++
+  }
+  const final = await rows(app)
+  t.same(final.map((r) => r.state), ['removed', 'removed', 'active'], 'two rotations happened: the first two keys came and went')
+  t.equal(kidsSeen.size, 3, 'tokens were signed by three keys in turn')
+  t.same(rs.stats.failures, [], 'zero verification failures at the resource server')
+  t.ok(rs.stats.verified > steps * 10, `${rs.stats.verified} verifications`)
+  t.equal(tesseraFailures, 0, "Tessera's own introspection accepted every live token on both instances")
+  t.ok(rs.stats.fetches > steps / 12, `the resource server re-fetched as max-age allowed (${rs.stats.fetches} fetches)`)
+  t.ok(rs.stats.maxAges.some((m) => m < 300), 'max-age shortened near a change')
+
+  // The cache contract, black-box: no answer's max-age outlived its key set.
+  let violations = 0
+  for (const s of samples) for (const later of samples) if (later.at > s.at && later.at < s.at + s.maxAge * 1000 && later.etag !== s.etag) violations++
+  t.equal(violations, 0, 'every max-age ended before the key set changed')
+  t.ok(samples.every((s) => s.maxAge <= 300), 'never beyond the ceiling')
+  // Each key was published at least the lead before it signed, and kept for the retention.
+  for (const r of final.slice(1)) t.ok(r.activated_at!.getTime() - r.created_at.getTime() >= LEAD * 1000, `${r.kid.slice(0, 8)} published ${LEAD}s before it signed`)
+  for (const r of final.slice(0, 2)) t.ok(r.removed_at!.getTime() - r.retired_at!.getTime() >= RETENTION * 1000, `${r.kid.slice(0, 8)} kept ${RETENTION}s after retirement`)
+})
+
+t.test('#88 #143 five instances run the schedule at once: exactly one new key at each step, never zero active keys', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const others = await Promise.all(Array.from({ length: 4 }, () => secondInstance(t, app, c.fn)))
+  const all = [app, ...others]
+  t.equal((await rows(app)).length, 1, 'the other instances made no key at start')
+  const activeCount = async () => (await rows(app)).filter((r) => r.state === 'active').length
+
+  c.advance(HOUR - LEAD)
+  await Promise.all(all.map((i) => i.services.keyring.tick()))
+  // And the step itself, ten more times at once straight on the database.
+  await Promise.all(Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy })))
+  t.same(await states(app), ['active', 'pending'], 'exactly one pending key')
+
+  c.advance(LEAD)
+  await Promise.all([...all.map((i) => i.services.keyring.tick()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy }))])
+  t.same(await states(app), ['retired', 'active'], 'exactly one activation')
+  t.equal(await activeCount(), 1)
+  const etags = new Set<string>()
+  for (const i of all) {
+    await i.services.keyring.tick()
+    etags.add(String((await getJwks(i)).headers.etag))
+  }
+  t.equal(etags.size, 1, 'every instance serves the same key set (#145)')
+  const activeKid = (await rows(app)).find((r) => r.state === 'active')!.kid
+  for (const i of all) t.equal(i.services.keyring.activeSigner().kid, activeKid, 'every instance signs with the new key')
+
+  c.advance(RETENTION)
+  await Promise.all(all.map((i) => i.services.keyring.tick()))
+  t.same(await states(app), ['removed', 'active'], 'exactly one removal')
+})
+
+t.test('the schedule runs by itself on the background timer, and a change reaches another instance within seconds (#139)', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const b = await secondInstance(t, app, c.fn)
+  const before = String((await getJwks(b)).headers.etag)
+  c.advance(HOUR - LEAD)
+  const started = Date.now()
+  while (Date.now() - started < 5000 && String((await getJwks(b)).headers.etag) === before) await sleep(100)
+  t.ok(Date.now() - started < 4000, `the new key was published and reached B in ${Date.now() - started} ms, without any call`)
+  t.same(await states(app), ['active', 'pending'])
+  t.equal(kidsOf((await getJwks(app)).body).length, 2)
+  t.equal((await getJwks(app)).headers.etag, (await getJwks(b)).headers.etag)
+})
+
+t.test('#11 #85 a pending key verifies only from its activation time: forged early, refused; after another instance activated it, accepted', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const b = await secondInstance(t, app, c.fn)
+  const client = await app.createClient({ audience: [] })
+  c.advance(HOUR - LEAD)
+  await app.services.keyring.tick()
+  await b.services.keyring.tick()
+  const pendingKid = (await rows(app)).find((r) => r.state === 'pending')!.kid
+  c.advance(LEAD)
+  // A activates and signs; B has not ticked yet and still holds the key as pending.
+  await app.services.keyring.tick()
+  const token = await clientToken(app, client, 'read')
+  t.equal(decodeProtectedHeader(token).kid, pendingKid)
+  const res = await b.app.inject({ method: 'POST', url: '/introspect', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ token }) })
+  t.equal(res.json().active, true, 'B accepts a token of a key whose activation time has come')
+})
+
+t.test('a JWKS request costs no serialisation: the same body object until the key set changes', async (t) => {
+  const app = await testApp(t, { env: ENV })
+  const doc = app.services.keyring.jwksDocument()
+  await getJwks(app)
+  await app.services.keyring.tick()
+  await app.services.keyring.reload()
+  t.equal(app.services.keyring.jwksDocument(), doc, 'the very same document object')
+  await scheduleRotation(app.database.db, 'ES256', kek, { policy: app.services.keyring.policy })
+  await app.services.keyring.tick()
+  t.not(app.services.keyring.jwksDocument(), doc, 'a new one after the change')
+})
+
+t.test('JWKS CORS: GET is open to any origin with the ETag exposed; a preflight for If-None-Match is answered', async (t) => {
+  const app = await testApp(t)
+  const res = await getJwks(app, { origin: 'https://anywhere.example' })
+  t.equal(res.headers['access-control-allow-origin'], '*')
+  t.match(String(res.headers['access-control-expose-headers']), /ETag/i)
+  t.match(String(res.headers['cache-control']), /^public, max-age=\d+$/)
+  const pre = await app.app.inject({ method: 'OPTIONS', url: '/.well-known/jwks.json', headers: { origin: 'https://anywhere.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'if-none-match' } })
+  t.equal(pre.statusCode, 204)
+  t.equal(pre.headers['access-control-allow-origin'], '*')
+  t.match(String(pre.headers['access-control-allow-headers']), /if-none-match/)
+})
+
+t.test('a database outage: the keyring keeps its keys, logs once, and recovers', async (t) => {
+  const app = await testApp(t, { env: ENV })
+  const b = await (async () => {
+    const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 2, acquireTimeoutMs: 1000, lockTimeoutMs: 1000 })
+    const logs: string[] = []
+    const stream = new Writable({ write: (chunk, _e, cb) => (logs.push(String(chunk)), cb()) })
+    const inst = await buildApp({ config: app.config, database, logStream: stream })
+    t.teardown(() => inst.close())
+    return { inst, database, logs }
+  })()
+  await b.database.close()
+  await b.inst.services.keyring.tick()
+  await b.inst.services.keyring.tick()
+  t.equal(b.logs.filter((l) => l.includes('signing key refresh failed')).length, 1, 'logged once')
+  t.ok(b.inst.services.keyring.canSign(), 'still signs with the key it has')
+  t.equal((await getJwks(b.inst)).statusCode, 200, 'the JWKS is served from memory (#126)')
+})
+
+t.test('the embedded database (PGlite) runs the same schedule', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV, backend: 'pglite' })
+  c.advance(HOUR - LEAD)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['active', 'pending'])
+  c.advance(LEAD)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['retired', 'active'])
+  const revoked = (await rows(app))[0]!.kid
+  await revokeKey(app.database.db, revoked, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy, reason: 'test' })
+  await app.services.keyring.reload()
+  t.equal(kidsOf((await getJwks(app)).body).length, 1, 'the revoked key left the JWKS')
+})

@@ -1,0 +1,106 @@
+// The key-schedule rules (src/keys/policy.ts) as pure functions, and the schedule's edge cases
+// on a real database: a due pending key no KEK opens, bootstrap without an active key, old rows
+// without scheduled dates, KEK sets.
+import { randomBytes } from 'node:crypto'
+import t from 'tap'
+import { loadConfig } from '../../src/config.js'
+import { kekSet, openWith, parseKek, seal } from '../../src/keys/kek.js'
+import { generateSigningKey, keyInfoJson, listKeys, runKeySchedule } from '../../src/keys/keys.store.js'
+import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, publicationTime, removalTime, type ScheduledKey } from '../../src/keys/policy.js'
+import { TEST_KEK, testApp } from '../helpers/app.js'
+
+const policy = keyPolicy(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '3600', JWKS_MAX_AGE_SECONDS: '300', KEY_CLOCK_SKEW_SECONDS: '60', CACHE_REFRESH_SECONDS: '10' }))
+const T0 = Date.parse('2026-12-01T00:00:00Z')
+const key = (over: Partial<ScheduledKey>): ScheduledKey => ({ state: 'active', created_at: new Date(T0), activated_at: new Date(T0), retired_at: null, activate_at: null, remove_at: null, ...over })
+
+t.test('policy: lead and retention from the configuration; defaults', async (t) => {
+  t.equal(policy.publishLeadSeconds, 370)
+  t.equal(policy.retentionSeconds, 900 + 370)
+  const defaults = keyPolicy(loadConfig({}))
+  t.match(defaults, { alg: 'ES256', rotationIntervalSeconds: 30 * 86_400, publishLeadSeconds: 370, jwksMaxAgeSeconds: 300, skewSeconds: 60 })
+})
+
+t.test('policy: publication, activation and removal times; rows without dates get derived ones', async (t) => {
+  t.equal(publicationTime([key({})], policy), T0 + (3600 - 370) * 1000)
+  t.equal(publicationTime([key({}), key({ state: 'pending' })], policy), Infinity, 'one pending at a time')
+  t.equal(publicationTime([key({ state: 'retired' })], policy), Infinity, 'no active key: nothing to schedule from')
+  t.equal(publicationTime([key({})], { ...policy, rotationIntervalSeconds: 0 }), Infinity, 'rotation off')
+  t.equal(publicationTime([key({ activated_at: null })], policy), T0 + (3600 - 370) * 1000, 'created_at when activated_at is missing')
+  t.equal(activationTime(key({ state: 'pending', activate_at: new Date(T0 + 5000) }), policy), T0 + 5000)
+  t.equal(activationTime(key({ state: 'pending' }), policy), T0 + 370_000, 'an undated pending key: created + lead')
+  t.equal(removalTime(key({ state: 'retired', remove_at: new Date(T0 + 7000) }), policy), T0 + 7000)
+  t.equal(removalTime(key({ state: 'retired', retired_at: new Date(T0 + 1000) }), policy), T0 + 1000 + 1_270_000, 'an undated retired key: retired + retention')
+  t.equal(removalTime(key({ state: 'retired' }), policy), T0 + 1_270_000)
+  const set = [key({}), key({ state: 'retired', remove_at: new Date(T0 + 60_000) }), key({ state: 'pending', activate_at: new Date(T0 + 30_000) })]
+  t.equal(nextKeySetChange(set, policy), T0 + 60_000, 'activation is not a change of the published set')
+  t.equal(nextScheduleStep(set, policy), T0 + 30_000, 'but it is a step')
+  t.equal(nextScheduleStep([key({ state: 'retired' })], policy), -Infinity, 'no active key: due at once')
+  t.equal(nextScheduleStep([key({})], { ...policy, rotationIntervalSeconds: 0 }), Infinity)
+})
+
+t.test('policy: JWKS max-age = min(ceiling, until the next change − skew), never negative (#89)', async (t) => {
+  t.equal(jwksMaxAge(Infinity, T0, policy), 300)
+  t.equal(jwksMaxAge(T0 + 3600_000, T0, policy), 300)
+  t.equal(jwksMaxAge(T0 + 360_000, T0, policy), 300)
+  t.equal(jwksMaxAge(T0 + 359_000, T0, policy), 299)
+  t.equal(jwksMaxAge(T0 + 100_500, T0, policy), 40, 'whole seconds, rounded down')
+  t.equal(jwksMaxAge(T0 + 60_000, T0, policy), 0)
+  t.equal(jwksMaxAge(T0 - 5000, T0, policy), 0, 'overdue')
+  t.equal(jwksMaxAge(T0 + 10_000, T0, { ...policy, skewSeconds: 0, jwksMaxAgeSeconds: 0 }), 0, 'ceiling 0')
+})
+
+t.test('KEK sets: a row opens with the KEK it names, current or previous; an unknown id is an error without key material', async (t) => {
+  const current = parseKek(`new:${randomBytes(32).toString('base64url')}`)
+  const old = parseKek(TEST_KEK)
+  const sealed = seal(old, Buffer.from('secret'), 'kid')
+  t.same(openWith(kekSet(current, [old]), sealed, 'kid', 'test'), Buffer.from('secret'))
+  t.same(openWith(old, sealed, 'kid', 'test'), Buffer.from('secret'), 'a single KEK works too')
+  t.throws(() => openWith(kekSet(current), sealed, 'kid', 'test'), /no key-encryption key with id test/)
+  t.throws(() => openWith(kekSet(current, [old]), sealed, 'kid', 'new'), 'the wrong KEK fails the GCM tag')
+})
+
+t.test('a due pending key that no configured KEK opens is not activated: the active key keeps signing; logged once (#93)', async (t) => {
+  let now = Date.now()
+  const app = await testApp(t, { now: () => now, env: { KEY_ROTATION_INTERVAL_SECONDS: '3600' } })
+  const stranger = parseKek(`other:${randomBytes(32).toString('base64url')}`)
+  const k = await generateSigningKey('ES256', stranger)
+  await app.database.db.insertInto('signing_key').values({ kid: k.kid, alg: k.alg, state: 'pending', public_jwk: JSON.stringify(k.publicJwk), private_key_enc: k.privateKeyEnc, kek_id: k.kekId, activate_at: new Date(now + 1000) }).execute()
+  const active = app.services.keyring.activeSigner().kid
+  now += 5000
+  await app.services.keyring.tick()
+  await app.services.keyring.tick()
+  const result = await runKeySchedule(app.database.db, kekSet(parseKek(TEST_KEK)), { now, policy: app.services.keyring.policy })
+  t.equal(result.blocked, k.kid)
+  t.equal(app.services.keyring.activeSigner().kid, active, 'the active key still signs')
+  const errors = app.logs.filter((l) => l.includes('cannot decrypt the pending signing key'))
+  t.equal(errors.length, 1, 'one error line, not one per tick')
+  t.notOk(errors[0]!.includes(k.privateKeyEnc.toString('base64')), 'no ciphertext in the log')
+  t.match((await listKeys(app.database.db)).map(keyInfoJson), [{ kid: k.kid, state: 'pending' }, { state: 'active' }])
+})
+
+t.test('no active key at all (say, all revoked by hand): the schedule activates the pending key, or makes one', async (t) => {
+  const app = await testApp(t)
+  const keks = kekSet(parseKek(TEST_KEK))
+  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
+  const made = await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy })
+  t.ok(made.activated, 'a new key')
+  t.equal((await listKeys(app.database.db)).filter((k) => k.state === 'active').length, 1)
+  const p = await generateSigningKey('ES256', parseKek(TEST_KEK))
+  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
+  await app.database.db.insertInto('signing_key').values({ kid: p.kid, alg: p.alg, state: 'pending', public_jwk: JSON.stringify(p.publicJwk), private_key_enc: p.privateKeyEnc, kek_id: p.kekId, activate_at: new Date(Date.now() + 3600_000) }).execute()
+  const promoted = await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy })
+  t.equal(promoted.activated, p.kid, 'the pending key, early: better than no key at all')
+  t.same(await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy }), { retired: [], removed: [] }, 'then nothing is due')
+})
+
+t.test('an instance started with schedule: false never runs the schedule; tickMs drives the poll', async (t) => {
+  const app = await testApp(t)
+  const { Keyring } = await import('../../src/keys/keyring.js')
+  const logs: string[] = []
+  const ring = new Keyring(app.database.db, parseKek(TEST_KEK), { policy: { ...app.services.keyring.policy, rotationIntervalSeconds: 10 }, refreshSeconds: 1, schedule: false, tickMs: 20, now: () => Date.now() + 3600_000, log: { info: (m: unknown) => logs.push(String(m)), warn: () => undefined, error: () => undefined } as never })
+  await ring.start()
+  t.teardown(() => ring.stop())
+  await new Promise((r) => setTimeout(r, 100))
+  t.equal((await listKeys(app.database.db)).length, 1, 'nothing published although it is due')
+  t.ok(ring.canSign())
+})
