@@ -1,4 +1,4 @@
-import type { QueryCreator } from 'kysely'
+import { sql, type QueryCreator } from 'kysely'
 import type { Database, Executor } from '../db/schema.js'
 
 /** Audit event types; stored with who, what and when, never a secret. */
@@ -7,9 +7,12 @@ export type AuditType =
   | 'login.failed'
   | 'refresh_token.issued'
   | 'refresh_token.rotated'
+  | 'refresh_token.retried'
   | 'refresh_token.reuse_detected'
   | 'refresh_token.revoked'
   | 'access_token.revoked'
+  | 'admin.sessions_revoked'
+  | 'signing_key.revoked'
 
 export interface AuditEvent {
   type: AuditType
@@ -44,3 +47,63 @@ export function auditInsert(db: QueryCreator<Database>, e: AuditEvent) {
     })
 }
 
+/** One stored event, as the audit API and CLI show it. */
+export interface AuditRecord {
+  /** Increasing with insertion; also the pagination cursor. */
+  id: string
+  at: Date
+  type: string
+  client_id: string | null
+  user_id: string | null
+  family_id: string | null
+  ip: string | null
+  user_agent: string | null
+  detail: Record<string, unknown>
+}
+
+export interface AuditFilter {
+  /** An exact type (`refresh_token.revoked`), or a prefix ending in a dot (`refresh_token.`). */
+  type?: string | undefined
+  userId?: string | undefined
+  familyId?: string | undefined
+  clientId?: string | undefined
+  /** Events at or after this instant. */
+  since?: Date | undefined
+  /** Events strictly before this instant. */
+  until?: Date | undefined
+  /** Page size: default 100, at most 1000. */
+  limit?: number | undefined
+  /** The `next_cursor` of the previous page: events older than it (keyset, by id). */
+  cursor?: string | undefined
+}
+
+export const AUDIT_DEFAULT_LIMIT = 100
+export const AUDIT_MAX_LIMIT = 1000
+
+/**
+ * Events matching every given filter, newest first (by id, which follows insertion), one page
+ * at a time: `nextCursor` is set when more events match. Keyset pagination, so pages have
+ * neither duplicates nor gaps while new events are being added.
+ */
+export async function listAuditEvents(db: Executor, filter: AuditFilter = {}): Promise<{ events: AuditRecord[]; nextCursor: string | null }> {
+  const limit = Math.min(Math.max(filter.limit ?? AUDIT_DEFAULT_LIMIT, 1), AUDIT_MAX_LIMIT)
+  let q = db
+    .selectFrom('audit_event')
+    .select([sql<string>`id::text`.as('id'), 'at', 'type', 'client_id', 'user_id', 'family_id', 'ip', 'user_agent', 'detail'])
+  if (filter.type !== undefined) {
+    // A prefix is matched with LIKE; `_` and `%` in it are literal (`refresh_token.`).
+    q = filter.type.endsWith('.')
+      ? q.where('type', 'like', filter.type.replace(/[\\%_]/g, (c) => `\\${c}`) + '%')
+      : q.where('type', '=', filter.type)
+  }
+  if (filter.userId !== undefined) q = q.where('user_id', '=', filter.userId)
+  if (filter.familyId !== undefined) q = q.where('family_id', '=', filter.familyId)
+  if (filter.clientId !== undefined) q = q.where('client_id', '=', filter.clientId)
+  if (filter.since !== undefined) q = q.where('at', '>=', filter.since)
+  if (filter.until !== undefined) q = q.where('at', '<', filter.until)
+  if (filter.cursor !== undefined) q = q.where('id', '<', filter.cursor)
+  // One row more than the page tells whether there is a next page.
+  const rows = await q.orderBy('audit_event.id', 'desc').limit(limit + 1).execute()
+  const events = rows.slice(0, limit)
+  return { events, nextCursor: rows.length > limit ? events[events.length - 1]!.id : null }
+}

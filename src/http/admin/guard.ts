@@ -22,6 +22,11 @@ export async function requireAdmin(s: Services, req: FastifyRequest): Promise<Ac
   if (!(await accessTokenIsLive(s.db, s.clients, claims))) {
     throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked or holder disabled').withScheme('Bearer')
   }
+  // Only a client acting for itself (client_credentials) administers: a token issued to a user
+  // carries the user as `sub`, so a client that also logs users in cannot hand its scope on.
+  if (claims.sub !== claims.client_id || claims.sid !== undefined) {
+    throw new OAuthError('insufficient_scope', 'admin calls need a client_credentials token', 'user token at the admin API').withScheme('Bearer')
+  }
   if (!claims.scope?.split(' ').includes(ADMIN_SCOPE)) {
     throw new OAuthError('insufficient_scope', `the ${ADMIN_SCOPE} scope is required`).withScheme('Bearer')
   }

@@ -1,0 +1,79 @@
+import type { Config } from '../config.js'
+import { ParamError, parseSessionCursor, parseUuid } from '../sessions/params.js'
+import { findSession, findUserRef, listSessions, revokeAllSessions, revokeSession, SESSIONS_MAX_LIMIT, type Session } from '../sessions/sessions.store.js'
+import type { Executor } from '../db/schema.js'
+import { CliError, parseOptions, printJson, type CliIo } from './io.js'
+import { withDatabase } from './with-db.js'
+
+// The CLI acts from the server's own host: no IP or user agent to record.
+const CLI_CONTEXT = { ip: undefined, userAgent: undefined }
+const CLI_ACTOR = { via: 'cli' } as const
+
+/** Runs a parameter parser: a malformed value is a usage error. */
+export function cliParam<T>(parse: () => T): T {
+  try {
+    return parse()
+  } catch (err) {
+    if (err instanceof ParamError) throw new CliError(err.message)
+    throw err
+  }
+}
+
+/** The user named by `--username`, or a usage error. */
+export async function cliUser(db: Executor, username: string | undefined, command: string) {
+  if (!username) throw new CliError(`${command} needs --username`)
+  const user = await findUserRef(db, { username })
+  if (!user) throw new CliError(`no user ${username}`)
+  return user
+}
+
+/** `tessera sessions list|revoke|revoke-all`. */
+export async function sessionsCommand(config: Config, args: string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = args
+  switch (sub) {
+    case 'list': {
+      const o = parseOptions(rest, { username: { type: 'string' }, all: { type: 'boolean' } })
+      if (!o.username) throw new CliError('sessions list needs --username')
+      const sessions = await withDatabase(config, async (db) => {
+        const user = await cliUser(db, o.username, 'sessions list')
+        const all: Session[] = []
+        let cursor: string | null = null
+        do {
+          const page: Awaited<ReturnType<typeof listSessions>> = await listSessions(db, user.id, {
+            includeDead: o.all ?? false,
+            limit: SESSIONS_MAX_LIMIT,
+            cursor: cursor === null ? undefined : parseSessionCursor(cursor),
+          })
+          all.push(...page.sessions)
+          cursor = page.nextCursor
+        } while (cursor !== null)
+        return all
+      })
+      printJson(io, sessions)
+      return 0
+    }
+    case 'revoke': {
+      const o = parseOptions(rest, { id: { type: 'string' } })
+      if (!o.id) throw new CliError('sessions revoke needs --id')
+      const id = cliParam(() => parseUuid(o.id!, '--id'))
+      const revoked = await withDatabase(config, async (db) => {
+        if (!(await findSession(db, id))) throw new CliError(`no session ${id}`)
+        return revokeSession(db, id, 'admin', CLI_CONTEXT, CLI_ACTOR)
+      })
+      printJson(io, { id, revoked })
+      return 0
+    }
+    case 'revoke-all': {
+      const o = parseOptions(rest, { username: { type: 'string' } })
+      if (!o.username) throw new CliError('sessions revoke-all needs --username')
+      const result = await withDatabase(config, async (db) => {
+        const user = await cliUser(db, o.username, 'sessions revoke-all')
+        return { username: user.username, revoked: await revokeAllSessions(db, user.id, 'admin', CLI_CONTEXT, CLI_ACTOR) }
+      })
+      printJson(io, result)
+      return 0
+    }
+    default:
+      throw new CliError('usage: tessera sessions list|revoke|revoke-all')
+  }
+}

@@ -1,0 +1,78 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { OAuthError } from '../../errors.js'
+import type { Services } from '../../services.js'
+import { ParamError, parseLimit, parseSessionCursor, parseUserRef, parseUuid } from '../../sessions/params.js'
+import { findSession, findUserRef, listSessions, revokeAllSessions, revokeSession, SESSIONS_MAX_LIMIT } from '../../sessions/sessions.store.js'
+import { methodNotAllowed } from '../not-allowed.js'
+import { requestContext } from '../params.js'
+import { requireAdmin } from './guard.js'
+
+/**
+ * The query parameters of an admin request, strings only: a parameter sent twice is an
+ * error, an empty one counts as absent, unknown ones are ignored.
+ */
+export function adminQuery<K extends string>(req: FastifyRequest, known: readonly K[]): Partial<Record<K, string>> {
+  const raw = (req.query ?? {}) as Record<string, unknown>
+  const out: Partial<Record<K, string>> = {}
+  for (const name of known) {
+    const value = raw[name]
+    if (Array.isArray(value)) throw new OAuthError('invalid_request', `parameter sent more than once: ${name}`)
+    if (typeof value === 'string' && value !== '') out[name] = value
+  }
+  return out
+}
+
+/** Runs a parameter parser: a malformed value is `400 invalid_request` with the parser's message. */
+export function param<T>(parse: () => T): T {
+  try {
+    return parse()
+  } catch (err) {
+    if (err instanceof ParamError) throw new OAuthError('invalid_request', err.message)
+    throw err
+  }
+}
+
+/** The user of a `{user}` path segment (a UUID is an id, anything else a username), or 404. */
+async function userOf(s: Services, value: string) {
+  const user = await findUserRef(s.db, param(() => parseUserRef(value)))
+  if (!user) throw new OAuthError('not_found', 'no such user')
+  return user
+}
+
+/**
+ * The sessions admin API: a user's refresh-token families, listed and revoked one by one or
+ * all at once. Every call needs an admin token (`requireAdmin`); revocations are audited with
+ * reason `admin` and the acting admin client.
+ */
+export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
+  app.get<{ Params: { user: string } }>('/admin/users/:user/sessions', async (req, reply) => {
+    await requireAdmin(s, req)
+    const q = adminQuery(req, ['include', 'limit', 'cursor'])
+    if (q.include !== undefined && q.include !== 'all') throw new OAuthError('invalid_request', 'include must be all')
+    const limit = q.limit === undefined ? undefined : param(() => parseLimit(q.limit!, SESSIONS_MAX_LIMIT))
+    const cursor = q.cursor === undefined ? undefined : param(() => parseSessionCursor(q.cursor!))
+    const user = await userOf(s, req.params.user)
+    const page = await listSessions(s.db, user.id, { includeDead: q.include === 'all', ...(limit ? { limit } : {}), cursor })
+    return reply.header('cache-control', 'no-store').send({ user: { id: user.id, username: user.username }, sessions: page.sessions, next_cursor: page.nextCursor })
+  })
+
+  // Logout everywhere.
+  app.delete<{ Params: { user: string } }>('/admin/users/:user/sessions', async (req, reply) => {
+    const admin = await requireAdmin(s, req)
+    const user = await userOf(s, req.params.user)
+    const revoked = await revokeAllSessions(s.db, user.id, 'admin', requestContext(req), { via: 'admin_api', clientId: admin.client_id })
+    s.metrics.refreshEvent('revoked', 'admin', revoked)
+    return reply.header('cache-control', 'no-store').send({ revoked })
+  })
+  methodNotAllowed(app, '/admin/users/:user/sessions', ['GET', 'DELETE'])
+
+  app.delete<{ Params: { familyId: string } }>('/admin/sessions/:familyId', async (req, reply) => {
+    const admin = await requireAdmin(s, req)
+    const familyId = param(() => parseUuid(req.params.familyId, 'the session id'))
+    if (!(await findSession(s.db, familyId))) throw new OAuthError('not_found', 'no such session')
+    const revoked = await revokeSession(s.db, familyId, 'admin', requestContext(req), { via: 'admin_api', clientId: admin.client_id })
+    if (revoked) s.metrics.refreshEvent('revoked', 'admin')
+    return reply.header('cache-control', 'no-store').send({ revoked })
+  })
+  methodNotAllowed(app, '/admin/sessions/:familyId', ['DELETE'])
+}
