@@ -1,0 +1,135 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+import type { OAuthErrorCode } from './errors.js'
+
+/** How a token response came about: a `/token` grant, or `/login`. */
+export type TokenGrant = 'client_credentials' | 'password' | 'refresh_token' | 'login'
+
+/** What happened to a refresh-token family or one of its tokens. */
+export type RefreshEvent = 'issued' | 'rotated' | 'retried' | 'reuse_detected' | 'revoked'
+
+/** Why a family was revoked: a closed set, so a label never carries free text. */
+export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detected' | 'user_disabled' | 'client_disabled'
+
+/** Tables the housekeeping job deletes from. */
+export type HousekeepingTable = 'refresh_token_family' | 'refresh_token' | 'revoked_access_token' | 'audit_event'
+
+const GRANTS: readonly TokenGrant[] = ['client_credentials', 'password', 'refresh_token', 'login']
+const EVENTS: readonly Exclude<RefreshEvent, 'revoked'>[] = ['issued', 'rotated', 'retried', 'reuse_detected']
+const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event']
+// Anything else (WebDAV verbs and the like from scanners) is one series, not one per verb.
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+// Process metrics describe the process, not an app: collected once per process into their own
+// registry and merged into every scrape, so several apps in one process share one collector.
+let processRegistry: Registry | undefined
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+type Observer = { observe(value: number): void }
+
+/**
+ * Tessera's Prometheus metrics, on a registry of their own (never the global one). Labels are
+ * closed sets (grant, error code, event, route pattern…): never a token, user, client or URL.
+ */
+export class Metrics {
+  /** This app's counters and histogram (process metrics are added at render time). */
+  readonly registry = new Registry()
+  private readonly tokensIssued: Counter<'grant'>
+  private readonly oauthErrors: Counter<'code'>
+  private readonly refreshEvents: Counter<'event' | 'reason'>
+  private readonly housekeepingDeleted: Counter<'table'>
+  private readonly housekeepingRuns: Counter<'outcome'>
+  private readonly keysRevoked: Counter
+  private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>
+  // The histogram's children by "method route status": one Map lookup per request instead of
+  // prom-client's label hashing. Bounded, since every part of the key is.
+  private readonly durations = new Map<string, Observer>()
+
+  constructor() {
+    const registers = [this.registry]
+    this.tokensIssued = new Counter({ name: 'tessera_tokens_issued_total', help: 'Token responses sent, by grant (login = POST /login)', labelNames: ['grant'], registers })
+    this.oauthErrors = new Counter({ name: 'tessera_oauth_errors_total', help: 'OAuth error responses sent, by error code', labelNames: ['code'], registers })
+    this.refreshEvents = new Counter({
+      name: 'tessera_refresh_token_events_total',
+      help: 'Refresh-token events: issued (new family), rotated, retried (grace window), reuse_detected, revoked (by reason)',
+      labelNames: ['event', 'reason'],
+      registers,
+    })
+    this.housekeepingDeleted = new Counter({ name: 'tessera_housekeeping_deleted_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
+    this.keysRevoked = new Counter({ name: 'tessera_signing_keys_revoked_total', help: 'Signing keys revoked through the admin API of this instance (emergency revokes)', registers })
+    this.housekeepingRuns = new Counter({ name: 'tessera_housekeeping_runs_total', help: 'Housekeeping runs of this instance, by outcome (ok, error)', labelNames: ['outcome'], registers })
+    this.requestDuration = new Histogram({
+      name: 'tessera_http_request_duration_seconds',
+      help: 'HTTP request duration, by method, route pattern (unmatched for unknown paths) and status code',
+      labelNames: ['method', 'route', 'status_code'],
+      registers,
+    })
+    // Known series start at 0, so rate() and absent() work from the first scrape.
+    for (const grant of GRANTS) this.tokensIssued.inc({ grant }, 0)
+    for (const event of EVENTS) this.refreshEvents.inc({ event, reason: '' }, 0)
+    for (const table of TABLES) this.housekeepingDeleted.inc({ table }, 0)
+    for (const outcome of ['ok', 'error']) this.housekeepingRuns.inc({ outcome }, 0)
+  }
+
+  /** A signing key was revoked (emergency) through this instance. */
+  keyRevoked(): void {
+    this.keysRevoked.inc()
+  }
+
+  /** A token response was sent. */
+  tokenIssued(grant: TokenGrant): void {
+    this.tokensIssued.inc({ grant })
+  }
+
+  /** An OAuth error response was sent (counted where errors become HTTP: `sendError`). */
+  oauthError(code: OAuthErrorCode): void {
+    this.oauthErrors.inc({ code })
+  }
+
+  /**
+   * A refresh-token event, after its transaction committed. `reason` goes with `revoked` only.
+   * Reuse revokes the family: count `reuse_detected` and `revoked` with reason `reuse_detected`.
+   * `families` is for a revocation of several at once (logout everywhere).
+   */
+  refreshEvent(event: Exclude<RefreshEvent, 'revoked'>): void
+  refreshEvent(event: 'revoked', reason: RevokeReason, families?: number): void
+  refreshEvent(event: RefreshEvent, reason?: RevokeReason, families = 1): void {
+    if (families > 0) this.refreshEvents.inc({ event, reason: event === 'revoked' ? reason : '' }, families)
+  }
+
+  /** Rows a housekeeping batch deleted. */
+  housekeepingDeletedRows(table: HousekeepingTable, rows: number): void {
+    if (rows > 0) this.housekeepingDeleted.inc({ table }, rows)
+  }
+
+  /** A housekeeping run ended. */
+  housekeepingRun(outcome: 'ok' | 'error'): void {
+    this.housekeepingRuns.inc({ outcome })
+  }
+
+  /** One request: `route` is the matched route pattern, undefined when nothing matched. */
+  observeRequest(method: string, route: string | undefined, statusCode: number, elapsedMs: number): void {
+    const key = `${method} ${route} ${statusCode}`
+    let child = this.durations.get(key)
+    if (!child) {
+      child = this.requestDuration.labels({ method: METHODS.has(method) ? method : 'OTHER', route: route ?? 'unmatched', status_code: String(statusCode) })
+      this.durations.set(key, child)
+    }
+    child.observe(elapsedMs / 1000)
+  }
+
+  /** The Prometheus text exposition content type. */
+  get contentType(): string {
+    return this.registry.contentType
+  }
+
+  /** All metrics, process metrics included, in the text exposition format. */
+  render(): Promise<string> {
+    return Registry.merge([processMetrics(), this.registry]).metrics()
+  }
+}
