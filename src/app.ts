@@ -5,23 +5,31 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { ClientCache } from './clients/client-cache.js'
 import type { Config } from './config.js'
 import type { DatabaseHandle } from './db/connect.js'
+import { Housekeeper } from './housekeeping.js'
+import { adminAuditRoute } from './http/admin/audit.route.js'
+import { adminKeysRoute } from './http/admin/keys.route.js'
+import { adminSessionsRoute } from './http/admin/sessions.route.js'
 import { registerCors } from './http/cors.js'
 import { registerErrorHandler } from './http/error-handler.js'
 import { healthRoute } from './http/health.route.js'
 import { introspectRoute } from './http/introspect.route.js'
 import { loginRoute } from './http/login.route.js'
 import { logoutRoute } from './http/logout.route.js'
+import { metricsRoute } from './http/metrics.route.js'
 import { registerFormParser } from './http/params.js'
 import { refreshRoute } from './http/refresh.route.js'
 import { revokeRoute } from './http/revoke.route.js'
 import { tokenRoute } from './http/token.route.js'
 import { userinfoRoute } from './http/userinfo.route.js'
 import { wellKnownRoute } from './http/well-known.route.js'
-import { developmentKek, parseKek, type Kek } from './keys/kek.js'
+import { developmentKek, kekSet, parseKek, type Kek, type KekSet } from './keys/kek.js'
 import { Keyring } from './keys/keyring.js'
 import { ensureActiveKey } from './keys/keys.store.js'
+import { keyPolicy } from './keys/policy.js'
 import { loggerOptions } from './logging.js'
+import { Metrics } from './metrics.js'
 import type { Services } from './services.js'
+import { SuccessorDeriver } from './tokens/successor.js'
 import { PasswordHasher } from './users/passwords.js'
 
 export interface BuildOptions {
@@ -50,6 +58,11 @@ export function resolveKek(config: Config, warn: (msg: string) => void): Kek {
   return kek
 }
 
+/** The current KEK and the earlier ones (`KEY_ENCRYPTION_KEYS_PREVIOUS`) still accepted for decryption. */
+export function resolveKeks(config: Config, current: Kek): KekSet {
+  return kekSet(current, config.keyEncryptionKeysPrevious.map(parseKek))
+}
+
 /** Builds the HTTP app on an open, migrated database. */
 export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   const { config, database } = opts
@@ -68,11 +81,13 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
 
   const warn = (msg: string) => app.log.warn(msg)
   const kek = resolveKek(config, warn)
-  const created = await ensureActiveKey(database.db, config.signingAlg, kek)
+  const policy = keyPolicy(config)
+  const created = await ensureActiveKey(database.db, config.signingAlg, kek, { now: (opts.now ?? Date.now)(), policy })
   if (created.created) {
     app.log.warn({ kid: created.created, alg: config.signingAlg }, config.env === 'production' ? 'no signing key existed: generated one' : 'DEVELOPMENT: generated a signing key (rotate it with `tessera keys rotate`)')
   }
-  const keyring = new Keyring(database.db, kek, config.cacheRefreshSeconds, app.log)
+  const keks = resolveKeks(config, kek)
+  const keyring = new Keyring(database.db, keks, { policy, refreshSeconds: config.cacheRefreshSeconds, now: opts.now ?? Date.now, log: app.log })
   await keyring.start()
   if (!keyring.canSign()) {
     keyring.stop()
@@ -85,18 +100,24 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
     keyring,
     clients: new ClientCache(database.db, config.cacheRefreshSeconds),
     hasher: new PasswordHasher(config.argon2),
+    metrics: new Metrics(),
+    // Retries across a KEK rotation still find the successor derived under a previous KEK.
+    successors: new SuccessorDeriver([keks.current, ...keks.previous]),
     now: opts.now ?? Date.now,
   }
 
   // Cookies are parsed only where they are read (/refresh, /logout), not on every request.
   await app.register(fastifyCookie, { hook: false })
   registerFormParser(app)
+  // sendError counts every error it answers through this.
+  app.decorate('metrics', services.metrics)
   registerErrorHandler(app)
   registerCors(app, services)
 
   // One log line per request, with its outcome; never the query string, headers or body.
   app.addHook('onResponse', (req, reply, done) => {
     req.log.info({ method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+    services.metrics.observeRequest(req.method, req.routeOptions.url, reply.statusCode, reply.elapsedTime)
     done()
   })
 
@@ -109,14 +130,21 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   introspectRoute(app, services)
   userinfoRoute(app, services)
   logoutRoute(app, services)
+  metricsRoute(app, services)
+  adminSessionsRoute(app, services)
+  adminAuditRoute(app, services)
+  adminKeysRoute(app, services)
 
   await app.ready()
+  const housekeeper = new Housekeeper(database.db, config, services.metrics, app.log)
+  housekeeper.start()
   return {
     app,
     services,
     close: async () => {
       state.draining = true
       keyring.stop()
+      await housekeeper.stop()
       await app.close()
     },
   }

@@ -17,9 +17,17 @@ export interface Config {
   readonly accessTokenTtlSeconds: number
   readonly refreshTokenIdleTtlSeconds: number
   readonly refreshTokenAbsoluteTtlSeconds: number
+  /** A retry of a refresh within this window gets the same successor; 0 = no retries. */
+  readonly refreshGraceSeconds: number
   readonly signingAlg: SigningAlg
   /** base64url of 32 bytes, optionally prefixed with `id:`; undefined = development key file */
   readonly keyEncryptionKey: string | undefined
+  /** Earlier KEKs (`id:base64url`), still accepted for decryption until `tessera keys rewrap`. */
+  readonly keyEncryptionKeysPrevious: readonly string[]
+  /** Scheduled signing-key rotation; 0 = only by command. */
+  readonly keyRotationIntervalSeconds: number
+  /** Allowance for clock differences (instances, resource servers) in the key schedule. */
+  readonly keyClockSkewSeconds: number
   readonly cacheRefreshSeconds: number
   readonly jwksMaxAgeSeconds: number
   readonly cookieName: string
@@ -31,6 +39,16 @@ export interface Config {
   readonly trustProxy: boolean
   readonly lockTimeoutMs: number
   readonly dbAcquireTimeoutMs: number
+  /** When set, `GET /metrics` needs `Authorization: Bearer <this>`; unset = open (DESIGN). */
+  readonly metricsToken: string | undefined
+  /** How often each instance runs housekeeping (with jitter); 0 = never (run it by command). */
+  readonly housekeepingIntervalSeconds: number
+  /** Rows per table that one housekeeping batch deletes at most. */
+  readonly housekeepingBatchSize: number
+  /** Dead (expired or revoked) refresh-token families are kept this long, then deleted. */
+  readonly housekeepingRetentionSeconds: number
+  /** Audit events older than this are deleted; 0 = kept forever. */
+  readonly auditRetentionDays: number
 }
 
 export type Env = Record<string, string | undefined>
@@ -117,6 +135,17 @@ export function loadConfig(env: Env = process.env): Config {
   } else if (production) {
     problems.push('KEY_ENCRYPTION_KEY is required in production: private signing keys are stored encrypted under it')
   }
+  const keyEncryptionKeysPrevious = (str('KEY_ENCRYPTION_KEYS_PREVIOUS') ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '')
+  for (const [i, k] of keyEncryptionKeysPrevious.entries()) {
+    const m = /^([A-Za-z0-9._-]{1,64}):([A-Za-z0-9_-]{43})$/.exec(k)
+    if (!m || Buffer.from(m[2]!, 'base64url').length !== 32) {
+      problems.push(`KEY_ENCRYPTION_KEYS_PREVIOUS entry ${i + 1} must be "id:" followed by 32 bytes in base64url (43 characters)`)
+    } else if (keyEncryptionKey?.startsWith(`${m[1]}:`)) {
+      problems.push(`KEY_ENCRYPTION_KEYS_PREVIOUS entry ${i + 1} has the id of the current KEY_ENCRYPTION_KEY; give every KEK its own id`)
+    }
+  }
+  const keyRotationIntervalSeconds = int('KEY_ROTATION_INTERVAL_SECONDS', 30 * 86_400, 0, 3 * 366 * 86_400)
+  if (keyRotationIntervalSeconds > 0 && keyRotationIntervalSeconds < 10) problems.push('KEY_ROTATION_INTERVAL_SECONDS must be 0 (no scheduled rotation) or at least 10')
 
   const cookieSecure = bool('COOKIE_SECURE', true)
   if (production && !cookieSecure) problems.push('COOKIE_SECURE=false is not allowed in production: refresh cookies must be Secure')
@@ -137,6 +166,12 @@ export function loadConfig(env: Env = process.env): Config {
   })
   if (production && argon2.memoryKib < 19_456) problems.push('ARGON2_MEMORY_KIB below 19456 (OWASP minimum) is not allowed in production')
 
+  const metricsToken = str('METRICS_TOKEN')
+  // RFC 6750 b64token characters, and long enough not to be guessed.
+  if (metricsToken !== undefined && !/^[A-Za-z0-9\-._~+/]{16,512}=*$/.test(metricsToken)) {
+    problems.push('METRICS_TOKEN must be 16 to 512 characters of A-Z a-z 0-9 - . _ ~ + / (generate one with: node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64url\'))")')
+  }
+
   const config: Config = {
     env: nodeEnv,
     host,
@@ -149,8 +184,12 @@ export function loadConfig(env: Env = process.env): Config {
     accessTokenTtlSeconds,
     refreshTokenIdleTtlSeconds,
     refreshTokenAbsoluteTtlSeconds,
+    refreshGraceSeconds: int('REFRESH_GRACE_SECONDS', 10, 0, 120),
     signingAlg: oneOf('SIGNING_ALG', SIGNING_ALGS, 'ES256'),
     keyEncryptionKey,
+    keyEncryptionKeysPrevious: Object.freeze(keyEncryptionKeysPrevious),
+    keyRotationIntervalSeconds,
+    keyClockSkewSeconds: int('KEY_CLOCK_SKEW_SECONDS', 60, 0, 3600),
     cacheRefreshSeconds: int('CACHE_REFRESH_SECONDS', 10, 1, 3600),
     jwksMaxAgeSeconds: int('JWKS_MAX_AGE_SECONDS', 300, 0, 86_400),
     cookieName: (cookieSecure ? '__Secure-' : '') + cookieNameBase,
@@ -162,6 +201,11 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: bool('TRUST_PROXY', false),
     lockTimeoutMs: int('DB_LOCK_TIMEOUT_MS', 5_000, 100, 60_000),
     dbAcquireTimeoutMs: int('DB_ACQUIRE_TIMEOUT_MS', 5_000, 100, 60_000),
+    metricsToken,
+    housekeepingIntervalSeconds: int('HOUSEKEEPING_INTERVAL_SECONDS', 300, 0, 86_400),
+    housekeepingBatchSize: int('HOUSEKEEPING_BATCH_SIZE', 500, 1, 10_000),
+    housekeepingRetentionSeconds: int('HOUSEKEEPING_RETENTION_SECONDS', 7 * 86_400, 0, 366 * 86_400),
+    auditRetentionDays: int('AUDIT_RETENTION_DAYS', 90, 0, 36_500),
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return Object.freeze(config)

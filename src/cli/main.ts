@@ -1,8 +1,11 @@
 import { ConfigError, loadConfig } from '../config.js'
+import { auditCommand } from './audit.js'
 import { clientsCommand } from './clients.js'
+import { housekeepingCommand } from './housekeeping.js'
 import { keysCommand } from './keys.js'
 import { migrateCommand } from './migrate.js'
 import { serveCommand } from './serve.js'
+import { sessionsCommand } from './sessions.js'
 import { usersCommand } from './users.js'
 import { CliError, type CliIo } from './io.js'
 
@@ -18,7 +21,16 @@ const USAGE = `usage: tessera <command>
   clients list
   clients disable --id ID
   keys list
-  keys rotate [--alg ES256|RS256|PS256|EdDSA]
+  keys rotate [--alg ES256|RS256|PS256|EdDSA] [--now]
+  keys revoke KID [--reason TEXT]
+  keys import --file key.pem|key.json [--alg A] [--state pending|active|retired]
+  keys rewrap
+  sessions list --username U [--all]
+  sessions revoke --id FAMILY
+  sessions revoke-all --username U
+  audit list [--type T] [--username U] [--family F] [--client C]
+             [--since ISO] [--until ISO] [--limit N] [--cursor ID]
+  housekeeping run                     delete dead sessions, denylist and audit rows now
 
 Configuration comes from the environment (see .env.example).`
 
@@ -42,6 +54,12 @@ export async function run(argv: string[], io: CliIo = defaultIo()): Promise<numb
         return await clientsCommand(config, rest, io)
       case 'keys':
         return await keysCommand(config, rest, io)
+      case 'sessions':
+        return await sessionsCommand(config, rest, io)
+      case 'housekeeping':
+        return await housekeepingCommand(config, rest, io)
+      case 'audit':
+        return await auditCommand(config, rest, io)
       default:
         throw new CliError(`unknown command: ${command}\n\n${USAGE}`)
     }

@@ -52,7 +52,9 @@ export async function passwordLogin(deps: GrantDeps, client: Client, username: s
     // With a family, createFamily audits the login in the transaction that creates it.
     await recordEvent(deps.db, { type: 'login.succeeded', clientId: client.id, userId: user.id, ...deps.ctx })
   }
-  return issueTokens(deps, client, scope, { userId: user.id, username: user.username, roles: user.roles, authTime, sessionId }, refresh)
+  const tokens = await issueTokens(deps, client, scope, { userId: user.id, username: user.username, roles: user.roles, authTime, sessionId }, refresh)
+  if (refresh) deps.metrics.refreshEvent('issued')
+  return tokens
 }
 
 /** RFC 6749 §4.3, for first-party clients that enable it. */

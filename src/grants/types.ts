@@ -3,7 +3,9 @@ import type { Config } from '../config.js'
 import type { Db } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
 import type { Keyring } from '../keys/keyring.js'
+import type { Metrics } from '../metrics.js'
 import type { RequestContext } from '../tokens/refresh-tokens.store.js'
+import type { SuccessorDeriver } from '../tokens/successor.js'
 import type { PasswordHasher } from '../users/passwords.js'
 
 /** Parameters of a token request, each present at most once (duplicates are refused earlier). */
@@ -26,6 +28,9 @@ export interface GrantDeps {
   readonly config: Config
   readonly keyring: Keyring
   readonly hasher: PasswordHasher
+  /** Counters; call them only once the work committed. */
+  readonly metrics: Metrics
+  readonly successors: SuccessorDeriver
   /** Seconds since the epoch, for token timestamps (expiry decisions use the database clock). */
   now(): number
   readonly ctx: RequestContext

@@ -1,5 +1,13 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
 import { isDatabaseUnavailable, OAuthError } from '../errors.js'
+import type { Metrics } from '../metrics.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Set by buildApp; sendError counts the errors it answers. */
+    metrics?: Metrics
+  }
+}
 
 /** Maps anything thrown to an OAuthError; unknown errors never leak their message. */
 export function toOAuthError(err: unknown): OAuthError {
@@ -27,6 +35,7 @@ export function toOAuthError(err: unknown): OAuthError {
 
 /** Writes an OAuthError as RFC 6749 §5.2 / RFC 6750 §3 JSON. The one place errors become HTTP. */
 export function sendError(reply: FastifyReply, e: OAuthError): FastifyReply {
+  reply.server.metrics?.oauthError(e.code)
   reply.code(e.status).header('cache-control', 'no-store').header('pragma', 'no-cache')
   if (e.status === 503) reply.header('retry-after', '5')
   if (e.code === 'invalid_client' && e.authScheme === 'Basic') reply.header('www-authenticate', 'Basic realm="tessera", charset="UTF-8"')

@@ -34,6 +34,7 @@ export function loginRoute(app: FastifyInstance, s: Services): void {
     // Login CSRF: a cookie session may only be started from the app's own origin.
     if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
     const tokens = await passwordLogin(grantDeps(s, requestContext(req)), client, body.username!, body.password!, body.scope || undefined)
+    s.metrics.tokenIssued('login')
     return sendTokens(reply, s, client, tokens)
   })
   methodNotAllowed(app, '/login', ['POST'])

@@ -22,6 +22,7 @@ export function tokenRoute(app: FastifyInstance, s: Services): void {
     // Browser clients get a cookie from here too: same login-CSRF guard as /login.
     if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
     const tokens = await grant(params, client, grantDeps(s, requestContext(req)))
+    s.metrics.tokenIssued(grantType as GrantType)
     return sendTokens(reply, s, client, tokens)
   })
   methodNotAllowed(app, '/token', ['POST'])
