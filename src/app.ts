@@ -32,6 +32,9 @@ import type { Services } from './services.js'
 import { SuccessorDeriver } from './tokens/successor.js'
 import { PasswordHasher } from './users/passwords.js'
 
+/** Routes whose successful requests are logged at debug level (see the onResponse hook). */
+export const QUIET_ROUTES = new Set(['/.well-known/jwks.json', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/healthz', '/readyz', '/metrics'])
+
 export interface BuildOptions {
   config: Config
   database: DatabaseHandle
@@ -115,8 +118,12 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   registerCors(app, services)
 
   // One log line per request, with its outcome; never the query string, headers or body.
+  // Successful hits of the public, machine-polled routes (JWKS, discovery, probes, scrapes) are
+  // logged at debug: at info they would be most of the log and a sizeable share of their cost.
   app.addHook('onResponse', (req, reply, done) => {
-    req.log.info({ method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request')
+    const line = { method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }
+    if (reply.statusCode < 400 && QUIET_ROUTES.has(req.routeOptions.url ?? '')) req.log.debug(line, 'request')
+    else req.log.info(line, 'request')
     services.metrics.observeRequest(req.method, req.routeOptions.url, reply.statusCode, reply.elapsedTime)
     done()
   })

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
+import { QUIET_ROUTES } from '../../src/app.js'
 import { APP_ORIGIN, basic, FORM, form, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -152,7 +153,10 @@ t.test('no secret of a whole session appears in any log line (#121, #45)', async
 })
 
 t.test('every request writes exactly one "request" line with method, path, status and ms', async (t) => {
-  const { app, sent } = await session(t)
+  const { app, sent: all } = await session(t)
+  // Successful JWKS, discovery, probe and metrics hits are logged at debug (test below).
+  const sent = all.filter((s) => !(QUIET_ROUTES.has(String(s.path)) && Number(s.status) < 400))
+  t.ok(all.length - sent.length >= 2, 'the session did hit quiet routes')
   const lines = parsed(app).filter((l) => l.msg === 'request')
   t.equal(lines.length, sent.length, `${sent.length} requests, ${lines.length} request lines`)
   for (const l of lines) {
@@ -164,6 +168,25 @@ t.test('every request writes exactly one "request" line with method, path, statu
   }
   const key = (s: { method?: unknown; path?: unknown; status?: unknown }) => `${String(s.method)} ${String(s.path)} ${String(s.status)}`
   t.same(lines.map(key).sort(), sent.map(key).sort(), 'one line per request, with its outcome')
+})
+
+t.test('JWKS, discovery, probes and metrics: successes logged at debug, failures at info', async (t) => {
+  const quietGets = ['/.well-known/jwks.json', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/healthz', '/readyz', '/metrics']
+  for (const level of ['info', 'debug']) {
+    const app = await testApp(t, { env: { LOG_LEVEL: level } })
+    for (const url of quietGets) t.equal((await app.app.inject({ method: 'GET', url })).statusCode, 200, `${level}: GET ${url}`)
+    t.equal((await app.app.inject({ method: 'POST', url: '/.well-known/jwks.json' })).statusCode, 405)
+    t.equal((await app.app.inject({ method: 'GET', url: '/.well-known/jwks.json', headers: { 'if-none-match': '"x"' } })).statusCode, 200)
+    const lines = app.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request')
+    const logged = lines.map((l) => `${String(l.method)} ${String(l.path)} ${String(l.status)}`)
+    t.ok(logged.includes('POST /.well-known/jwks.json 405'), `${level}: a failure on a quiet route is logged`)
+    const quiet = lines.filter((l) => l.status === 200)
+    if (level === 'info') t.same(quiet, [], 'info: no line for successful quiet requests')
+    else {
+      t.equal(quiet.length, quietGets.length + 1, 'debug: every successful request has its line')
+      t.ok(quiet.every((l) => l.level === 20), 'at debug level')
+    }
+  }
 })
 
 t.test('every log line is one JSON object: a username with CR LF cannot forge a line (#123)', async (t) => {
