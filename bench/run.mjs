@@ -54,7 +54,7 @@ const RESULTS_DIR = join(ROOT, 'bench', 'results')
 const PEER_SCRIPT = join(ROOT, 'bench', 'peers', 'oidc-provider-server.mjs')
 const ALL_SCENARIOS = ['jwks', 'jwks_304', 'client_credentials', 'userinfo', 'refresh', 'login', 'jwks_during_login']
 /** Refresh tokens are single-use: the pool is sized for this rate over every run, with margin. */
-const POOL_RPS = 2000
+const POOL_RPS = 4000
 const POOL_MARGIN = 1.5
 /** Client counts of the rotation-transaction ceiling (about Tessera's pool of 10, and the HTTP connection count). */
 const ROTATION_CLIENTS = [8, 50]

@@ -9,7 +9,8 @@ import { sql, type Kysely } from 'kysely'
  * key-encryption key it knows; the first is the current one). Outcomes:
  *
  *   not_found | wrong_client | revoked | expired | user_disabled | invalid_scope
- *       nothing written;
+ *       nothing written (an expired token is refused before anything else is decided about it:
+ *       expiry beats both the grace window and reuse detection);
  *   reused          a used token that is not a retry: the family is revoked and audited;
  *   retried         the immediate parent of the family's newest token, within the grace
  *                   window: the same successor again (`successor` = index of the matching
@@ -76,6 +77,8 @@ export async function up(db: Kysely<any>): Promise<void> {
       elsif r.revoked_at is not null then outcome := 'revoked';
       elsif r.family_expired then outcome := 'expired';
       elsif r.disabled_at is not null then outcome := 'user_disabled';
+      -- Expiry beats grace and reuse: an expired token is dead, whatever happened to it before.
+      elsif r.token_expired then outcome := 'expired';
       end if;
       if outcome is not null then
         return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
@@ -121,9 +124,8 @@ export async function up(db: Kysely<any>): Promise<void> {
         return;
       end if;
 
-      if r.token_expired then outcome := 'expired';
       -- RFC 6749 §6: a refresh may narrow the scope, never widen it.
-      elsif p_scope is not null and not (p_scope <@ string_to_array(r.scope, ' ')) then outcome := 'invalid_scope';
+      if p_scope is not null and not (p_scope <@ string_to_array(r.scope, ' ')) then outcome := 'invalid_scope';
       end if;
       if outcome is not null then
         return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;

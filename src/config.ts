@@ -172,6 +172,12 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push('METRICS_TOKEN must be 16 to 512 characters of A-Z a-z 0-9 - . _ ~ + / (generate one with: node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64url\'))")')
   }
 
+  // A family's access tokens are checked against its row: keep dead families at least as long as
+  // their last access tokens can live, or those would be refused before they expire.
+  const housekeepingRetentionSeconds = int('HOUSEKEEPING_RETENTION_SECONDS', 7 * 86_400, 0, 366 * 86_400)
+  if (housekeepingRetentionSeconds < accessTokenTtlSeconds) {
+    problems.push(`HOUSEKEEPING_RETENTION_SECONDS must be at least ACCESS_TOKEN_TTL_SECONDS (${accessTokenTtlSeconds}): a dead family's last access tokens are checked against its row until they expire`)
+  }
   const config: Config = {
     env: nodeEnv,
     host,
@@ -204,7 +210,7 @@ export function loadConfig(env: Env = process.env): Config {
     metricsToken,
     housekeepingIntervalSeconds: int('HOUSEKEEPING_INTERVAL_SECONDS', 300, 0, 86_400),
     housekeepingBatchSize: int('HOUSEKEEPING_BATCH_SIZE', 500, 1, 10_000),
-    housekeepingRetentionSeconds: int('HOUSEKEEPING_RETENTION_SECONDS', 7 * 86_400, 0, 366 * 86_400),
+    housekeepingRetentionSeconds,
     auditRetentionDays: int('AUDIT_RETENTION_DAYS', 90, 0, 36_500),
   }
   if (problems.length > 0) throw new ConfigError(problems)

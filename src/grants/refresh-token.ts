@@ -25,6 +25,9 @@ export const refreshTokenGrant: Grant = async (params, client, deps) => {
     deps.metrics.refreshEvent('reuse_detected')
     deps.metrics.refreshEvent('revoked', 'reuse_detected')
   }
+  // A retry whose successor this instance cannot derive (it lacks the KEK another instance used,
+  // mid-rollout): another instance can answer it, so it is not a dead token.
+  if (outcome.kind === 'retry_mismatch') throw new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'retry_mismatch: successor derived under an unknown KEK')
   if (outcome.kind !== 'rotated' && outcome.kind !== 'retried') throw new OAuthError('invalid_grant', 'refresh token is invalid', outcome.kind)
   deps.metrics.refreshEvent(outcome.kind)
   const { family, user } = outcome

@@ -27,6 +27,8 @@ export function toOAuthError(err: unknown): OAuthError {
   }
   // PostgreSQL refuses NUL bytes and invalid UTF-8 in text: that is bad input, not a server fault.
   if (fe.code === '22021' || fe.code === '22P05') return new OAuthError('invalid_request', 'the request contains invalid characters')
+  // A date or time PostgreSQL cannot represent (out of range, malformed) came from the request.
+  if (fe.code === '22007' || fe.code === '22008') return new OAuthError('invalid_request', 'the request contains an invalid date or time')
   if (fe.statusCode === 400) return new OAuthError('invalid_request', 'the request is malformed')
   if (fe.statusCode === 413) return new OAuthError('payload_too_large', 'the request body is too large')
   if (fe.statusCode === 415) return new OAuthError('unsupported_media_type', 'unsupported content type')

@@ -74,7 +74,10 @@ export function parseSessionCursor(value: string, name = 'cursor'): { createdAt:
   // Node's base64url decoder skips characters outside the alphabet; the pattern below decides.
   const decoded = Buffer.from(value, 'base64url').toString('utf8')
   const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([0-9a-f-]{36})$/.exec(decoded)
-  if (value.length > 128 || !m || !UUID.test(m[2]!) || !Number.isFinite(Date.parse(m[1]!))) throw new ParamError(`${name} must be the next_cursor of a previous page`)
+  // Date.parse rolls impossible dates over (Feb 31 → Mar 3): the instant must print back as given.
+  const ms = m ? Date.parse(m[1]!) : NaN
+  const roundTrips = Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === m![1]!.slice(0, 19)
+  if (value.length > 128 || !m || !UUID.test(m[2]!) || !roundTrips) throw new ParamError(`${name} must be the next_cursor of a previous page`)
   return { createdAt: m[1]!, id: m[2]! }
 }
 

@@ -398,6 +398,9 @@ t.test('bad parameters → 400 invalid_request; unknown user or session → 404;
     ['limit=1e3', 'GET', `/admin/users/${alice.id}/sessions?limit=1e3`, 'limit must be an integer from 1 to 1000'],
     ['garbage cursor', 'GET', `/admin/users/${alice.id}/sessions?cursor=zzz`, 'cursor must be the next_cursor of a previous page'],
     ['forged cursor', 'GET', `/admin/users/${alice.id}/sessions?cursor=${Buffer.from("2026-13-99T00:00:00.000000Z|x' or 1=1").toString('base64url')}`, 'cursor must be the next_cursor of a previous page'],
+    ['cursor with an impossible date (Feb 31)', 'GET', `/admin/users/${alice.id}/sessions?cursor=${Buffer.from(`2026-02-31T00:00:00.000000Z|${alice.id}`).toString('base64url')}`, 'cursor must be the next_cursor of a previous page'],
+    // Year 0 is a valid JavaScript date but not a PostgreSQL one: its error is bad input too, not a 500.
+    ['cursor from year 0', 'GET', `/admin/users/${alice.id}/sessions?cursor=${Buffer.from(`0000-01-01T00:00:00.000000Z|${alice.id}`).toString('base64url')}`, 'the request contains an invalid date or time'],
     ['session id not a UUID', 'DELETE', '/admin/sessions/123', 'the session id must be a UUID'],
     ['session id SQL', 'DELETE', "/admin/sessions/1'%20or%20'1'='1", 'the session id must be a UUID'],
   ]

@@ -258,6 +258,7 @@ t.test('configuration of the metrics and housekeeping variables', async (t) => {
   bad({ HOUSEKEEPING_INTERVAL_SECONDS: '-1' }, /HOUSEKEEPING_INTERVAL_SECONDS must be an integer between 0 and 86400/)
   bad({ HOUSEKEEPING_BATCH_SIZE: '0' }, /HOUSEKEEPING_BATCH_SIZE must be an integer between 1 and 10000/)
   bad({ HOUSEKEEPING_RETENTION_SECONDS: 'week' }, /HOUSEKEEPING_RETENTION_SECONDS/)
+  bad({ HOUSEKEEPING_RETENTION_SECONDS: '600' }, /HOUSEKEEPING_RETENTION_SECONDS must be at least ACCESS_TOKEN_TTL_SECONDS \(900\)/)
   bad({ AUDIT_RETENTION_DAYS: '1.5' }, /AUDIT_RETENTION_DAYS/)
   const defaults = loadConfig(testEnv())
   t.equal(defaults.metricsToken, undefined)

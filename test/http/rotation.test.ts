@@ -46,7 +46,7 @@ async function auditTypes(app: TestApp, familyId: string) {
   return rows.map((r) => r.type)
 }
 
-t.test('#52 a retry within the grace window gets the same successor and a fresh access token; nothing forks', async (t) => {
+t.test('#65 a retry within the grace window (a lost response) gets the same successor and a fresh access token; nothing forks', async (t) => {
   const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '5' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   const sid = decodeJwt(login.access_token).sid as string
@@ -80,7 +80,7 @@ t.test('a retry that asks for a wider scope is refused and changes nothing', asy
   t.equal((await refresh(app, client, login.refresh_token)).json().refresh_token, first.json().refresh_token, 'a proper retry still works')
 })
 
-t.test('#51 the parent outside the grace window is reuse: the family is revoked, the answer is invalid_grant', async (t) => {
+t.test('#50 the parent outside the grace window is reuse: the family is revoked, the answer is invalid_grant', async (t) => {
   const { app, client, travel } = await setup(t, { REFRESH_GRACE_SECONDS: '5' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   const other = await passwordLogin(app, client, 'alice', PASSWORD) // a second device of the same user
@@ -110,7 +110,7 @@ t.test('#51 the parent outside the grace window is reuse: the family is revoked,
   t.equal((await refresh(app, client, other.refresh_token)).statusCode, 200, "the user's other family keeps working (DESIGN 3)")
 })
 
-t.test('#51 the grandparent, even within the grace window, is reuse', async (t) => {
+t.test('#51 #62 the grandparent, even within the grace window and the same second, is reuse', async (t) => {
   const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '60' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   const a = await refresh(app, client, login.refresh_token)
@@ -122,7 +122,7 @@ t.test('#51 the grandparent, even within the grace window, is reuse', async (t) 
   t.equal((await refresh(app, client, b.json().refresh_token)).statusCode, 400, 'the newest token died with the family')
 })
 
-t.test('a parent whose successor was already used is reuse, even within the grace window', async (t) => {
+t.test('#52 a parent whose successor was already used is reuse, even within the grace window', async (t) => {
   const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '60' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   const a = await refresh(app, client, login.refresh_token)
@@ -134,7 +134,7 @@ t.test('a parent whose successor was already used is reuse, even within the grac
   t.equal((await familyRow(app, sid)).revoked_reason, 'reuse_detected')
 })
 
-t.test('REFRESH_GRACE_SECONDS=0 turns retries off: the second use is reuse at once', async (t) => {
+t.test('#54 REFRESH_GRACE_SECONDS=0 turns retries off: the second use is reuse at once', async (t) => {
   const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '0' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   t.equal((await refresh(app, client, login.refresh_token)).statusCode, 200)
@@ -154,7 +154,7 @@ t.test('#56 another client presenting a used token within the window is refused 
   t.equal((await familyRow(app, decodeJwt(login.access_token).sid as string)).revoked_at, null)
 })
 
-t.test('#53 idle limit: a token unused longer than REFRESH_TOKEN_IDLE_TTL_SECONDS is refused, without revoking', async (t) => {
+t.test('#58 idle limit: a token unused longer than REFRESH_TOKEN_IDLE_TTL_SECONDS is refused, without revoking', async (t) => {
   const { app, client, travel } = await setup(t, { REFRESH_TOKEN_IDLE_TTL_SECONDS: '600', REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS: '3600' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   await travel(590)
@@ -169,7 +169,7 @@ t.test('#53 idle limit: a token unused longer than REFRESH_TOKEN_IDLE_TTL_SECOND
   t.equal((await app.database.db.selectFrom('refresh_token').select('id').where('family_id', '=', sid).execute()).length, 2, 'nothing written')
 })
 
-t.test('#53 absolute limit: successors inherit the family expiry; past it nothing refreshes', async (t) => {
+t.test('#58 absolute limit: successors inherit the family expiry; past it nothing refreshes', async (t) => {
   const { app, client, travel } = await setup(t, { REFRESH_TOKEN_IDLE_TTL_SECONDS: '600', REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS: '1000' })
   const login = await passwordLogin(app, client, 'alice', PASSWORD)
   const sid = decodeJwt(login.access_token).sid as string
@@ -190,7 +190,7 @@ t.test('#53 absolute limit: successors inherit the family expiry; past it nothin
   t.equal((await familyRow(app, sid)).revoked_at, null)
 })
 
-t.test('#53 a cookie follows the family: its Max-Age is the time left to the absolute limit', async (t) => {
+t.test('#64 a cookie follows the family: its Max-Age is the time left to the absolute limit; two tabs get the same new cookie', async (t) => {
   const { app } = await setup(t, { COOKIE_SECURE: 'true', REFRESH_TOKEN_IDLE_TTL_SECONDS: '600', REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS: '1000' })
   const spa = await app.createClient({ isPublic: true, refreshDelivery: 'cookie', allowedOrigins: ['https://app.example.com'], grantTypes: ['password', 'refresh_token'] })
   const origin = 'https://app.example.com'
@@ -206,6 +206,34 @@ t.test('#53 a cookie follows the family: its Max-Age is the time left to the abs
   const v2 = retried.cookies.filter((c) => c.name === cookie.name).map((c) => c.value)
   t.same(v2, v1, 'gets the same new cookie, on both paths')
   t.not(v1[0], cookie.value)
+})
+
+t.test('#59 expiry beats grace: a parent that expired inside the window is refused, and nothing is revoked', async (t) => {
+  const { app, client, travel } = await setup(t, { REFRESH_GRACE_SECONDS: '60', REFRESH_TOKEN_IDLE_TTL_SECONDS: '600', REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS: '3600' })
+  const login = await passwordLogin(app, client, 'alice', PASSWORD)
+  await travel(590)
+  const first = await refresh(app, client, login.refresh_token)
+  t.equal(first.statusCode, 200, 'rotated 10 s before the parent would have expired')
+  await travel(20) // the successor is 20 s old (inside the window); the parent is past its idle limit
+  const retry = await refresh(app, client, login.refresh_token)
+  t.equal(retry.statusCode, 400)
+  t.equal(retry.json().error, 'invalid_grant')
+  const sid = decodeJwt(login.access_token).sid as string
+  t.equal((await familyRow(app, sid)).revoked_at, null, 'an expired token is not reuse')
+  t.equal((await refresh(app, client, first.json().refresh_token)).statusCode, 200, 'the successor still works')
+})
+
+t.test('#80 a retry within the window after /revoke or /logout answered is refused', async (t) => {
+  const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '60' })
+  const login = await passwordLogin(app, client, 'alice', PASSWORD)
+  const first = await refresh(app, client, login.refresh_token)
+  t.equal(first.statusCode, 200)
+  const revoke = await app.app.inject({ method: 'POST', url: '/revoke', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ token: first.json().refresh_token }) })
+  t.equal(revoke.statusCode, 200)
+  const retry = await refresh(app, client, login.refresh_token)
+  t.equal(retry.statusCode, 400, 'the parent no longer gets its successor')
+  t.equal(retry.json().error, 'invalid_grant')
+  t.equal((await familyRow(app, decodeJwt(login.access_token).sid as string)).revoked_reason, 'revoked_by_client', 'still revoked by the client, not re-flagged as reuse')
 })
 
 t.test('the successor derivation: a retry after a KEK change still finds its successor; an unknown one revokes nothing', async (t) => {
@@ -233,9 +261,9 @@ t.test('the successor derivation: a retry after a KEK change still finds its suc
   t.throws(() => new SuccessorDeriver([]))
 })
 
-t.test('#55 revocation wins races: once /revoke answered, no refresh of the family succeeds', async (t) => {
+t.test('#76 revocation wins races: once /revoke answered, no refresh of the family succeeds', async (t) => {
   const { app, client } = await setup(t, { REFRESH_GRACE_SECONDS: '10' })
-  const ROUNDS = 25
+  const ROUNDS = 150
   let lateSuccesses = 0
   let earlyAnswers = 0
   for (let round = 0; round < ROUNDS; round++) {
