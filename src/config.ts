@@ -145,7 +145,18 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
   const keyRotationIntervalSeconds = int('KEY_ROTATION_INTERVAL_SECONDS', 30 * 86_400, 0, 3 * 366 * 86_400)
-  if (keyRotationIntervalSeconds > 0 && keyRotationIntervalSeconds < 10) problems.push('KEY_ROTATION_INTERVAL_SECONDS must be 0 (no scheduled rotation) or at least 10')
+  const keyClockSkewSeconds = int('KEY_CLOCK_SKEW_SECONDS', 60, 0, 3600)
+  const cacheRefreshSeconds = int('CACHE_REFRESH_SECONDS', 10, 1, 3600)
+  const jwksMaxAgeSeconds = int('JWKS_MAX_AGE_SECONDS', 300, 0, 86_400)
+  // README "Signing keys": with the publish lead L, the interval must leave the standby key L to
+  // reach every cache, then a full max-age ceiling in which it is promotable, then another L.
+  const keyPublishLead = jwksMaxAgeSeconds + cacheRefreshSeconds + keyClockSkewSeconds
+  const minKeyRotationInterval = Math.max(10, 2 * keyPublishLead + jwksMaxAgeSeconds)
+  if (keyRotationIntervalSeconds > 0 && keyRotationIntervalSeconds < minKeyRotationInterval) {
+    problems.push(
+      `KEY_ROTATION_INTERVAL_SECONDS must be 0 (no scheduled rotation) or at least ${minKeyRotationInterval} (2 × (JWKS_MAX_AGE_SECONDS + CACHE_REFRESH_SECONDS + KEY_CLOCK_SKEW_SECONDS) + JWKS_MAX_AGE_SECONDS, and at least 10) (got ${keyRotationIntervalSeconds})`,
+    )
+  }
 
   const cookieSecure = bool('COOKIE_SECURE', true)
   if (production && !cookieSecure) problems.push('COOKIE_SECURE=false is not allowed in production: refresh cookies must be Secure')
@@ -195,9 +206,9 @@ export function loadConfig(env: Env = process.env): Config {
     keyEncryptionKey,
     keyEncryptionKeysPrevious: Object.freeze(keyEncryptionKeysPrevious),
     keyRotationIntervalSeconds,
-    keyClockSkewSeconds: int('KEY_CLOCK_SKEW_SECONDS', 60, 0, 3600),
-    cacheRefreshSeconds: int('CACHE_REFRESH_SECONDS', 10, 1, 3600),
-    jwksMaxAgeSeconds: int('JWKS_MAX_AGE_SECONDS', 300, 0, 86_400),
+    keyClockSkewSeconds,
+    cacheRefreshSeconds,
+    jwksMaxAgeSeconds,
     cookieName: (cookieSecure ? '__Secure-' : '') + cookieNameBase,
     cookieSecure,
     cookieSameSite: oneOf('COOKIE_SAMESITE', ['strict', 'lax'] as const, 'strict'),

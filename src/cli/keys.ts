@@ -28,15 +28,16 @@ export async function keysCommand(config: Config, args: string[], io: CliIo): Pr
     }
     case 'rotate': {
       const o = parseOptions(rest, { alg: { type: 'string' }, now: { type: 'boolean' } })
-      const alg = algOption(o.alg) ?? config.signingAlg
+      // Without --alg, the successor keeps the active key's algorithm (README "Signing keys").
+      const alg = algOption(o.alg)
       const kek = resolveKek(config, io.err)
       if (o.now) {
         const r = await withDatabase(config, (db) => rotateKey(db, alg, resolveKeks(config, kek), opts()))
-        printJson(io, { kid: r.kid, alg, state: 'active', retired: r.retired })
+        printJson(io, { kid: r.kid, alg: r.alg, state: 'active', retired: r.retired, prepublished: r.prepublished })
         return 0
       }
       const r = await withDatabase(config, (db) => scheduleRotation(db, alg, kek, opts()))
-      printJson(io, { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created })
+      printJson(io, { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created, ...(r.withdrawn ? { withdrawn: r.withdrawn } : {}) })
       return 0
     }
     case 'revoke': {
@@ -46,7 +47,7 @@ export async function keysCommand(config: Config, args: string[], io: CliIo): Pr
       const kek = resolveKek(config, io.err)
       const r = await withDatabase(config, (db) => revokeKey(db, kid, config.signingAlg, resolveKeks(config, kek), { ...opts(), reason: o.reason ?? 'cli', actor: { via: 'cli' } }))
       if (!r.found) throw new CliError(`no key ${kid}`)
-      printJson(io, { kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null })
+      printJson(io, { kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null, successor_prepublished: r.successorPrepublished ?? null })
       return 0
     }
     case 'import': {

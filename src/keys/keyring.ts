@@ -61,6 +61,8 @@ export class Keyring {
   private nextStep = Infinity
   private lastLoad = 0
   private loading: Promise<void> | undefined
+  /** The load that starts when the running one ends (shared by everyone who asked meanwhile). */
+  private queued: Promise<void> | undefined
   private ticking: Promise<void> | undefined
   private timer: NodeJS.Timeout | undefined
   private failing = false
@@ -100,12 +102,29 @@ export class Keyring {
     this.timer = undefined
   }
 
-  /** Re-reads the key set; concurrent callers share one load. */
+  /**
+   * Re-reads the key set, and resolves only after a load that STARTED after this call has
+   * finished: a load already running may have read the rows before the caller's change committed
+   * (say, the revoke this instance just answered), so it is not reused. Loads run one at a time;
+   * callers that arrive while one runs share the next one.
+   */
   reload(): Promise<void> {
-    this.loading ??= this.load().finally(() => {
-      this.loading = undefined
+    if (!this.loading) return this.startLoad()
+    this.queued ??= this.loading
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined
+        return this.startLoad()
+      })
+    return this.queued
+  }
+
+  private startLoad(): Promise<void> {
+    const run: Promise<void> = this.load().finally(() => {
+      if (this.loading === run) this.loading = undefined
     })
-    return this.loading
+    this.loading = run
+    return run
   }
 
   /**

@@ -5,7 +5,7 @@ import { recordEvent } from '../audit/audit.store.js'
 import { SIGNING_ALGS, type SigningAlg } from '../config.js'
 import type { Db, Executor, KeyState, SigningKeyRow } from '../db/schema.js'
 import { kekSet, openWith, seal, type Kek, type KekSet } from './kek.js'
-import { activationTime, defaultKeyPolicy, publicationTime, removalTime, type KeyPolicy } from './policy.js'
+import { activationTime, defaultKeyPolicy, prepublished, publicationTime, removalTime, standbyActivation, type KeyPolicy } from './policy.js'
 
 /** A signing key as listed to operators (never the private part). */
 export interface KeyInfo {
@@ -222,6 +222,20 @@ async function activate(trx: Executor, kid: string, at: Date): Promise<void> {
   await trx.updateTable('signing_key').set({ state: 'active', activated_at: at, version: NEXT_VERSION }).where('kid', '=', kid).execute()
 }
 
+/**
+ * The algorithm of a successor: an explicit one wins; else the active key's (so that a rotation
+ * to another algorithm sticks); else the configured one (no active key to copy from).
+ */
+function successorAlg(explicit: SigningAlg | undefined, active: { alg: string } | undefined, policy: KeyPolicy): SigningAlg {
+  if (explicit) return explicit
+  if (active && (SIGNING_ALGS as readonly string[]).includes(active.alg)) return active.alg as SigningAlg
+  return policy.alg
+}
+
+async function activeAlg(db: Executor): Promise<{ alg: string } | undefined> {
+  return db.selectFrom('signing_key').select('alg').where('state', '=', 'active').executeTakeFirst()
+}
+
 /** Whether the sealed private key of `row` opens with one of `keks` (a pending key about to sign). */
 function opens(row: Pick<SigningKeyRow, 'kid' | 'kek_id' | 'private_key_enc'>, keks: KekSet): boolean {
   try {
@@ -252,24 +266,32 @@ export async function ensureActiveKey(db: Db, alg: SigningAlg, kek: Kek, opts: K
 
 /**
  * Rotates NOW: a successor signs at once and the active key is retired (still published).
- * The successor is the pending key when there is one of `alg`, else a new key. For emergencies
- * and tests: resource servers that cached the JWKS before a new key was published will re-fetch
- * on the unknown kid. The planned way is `scheduleRotation`.
+ * The successor is the pending key (the standby, already in every JWKS cache when it has been
+ * published for the publish lead) when it has the wanted algorithm, else a new key. `alg`
+ * undefined = the active key's algorithm. For emergencies and tests; the planned way is
+ * `scheduleRotation`.
  */
-export async function rotateKey(db: Db, alg: SigningAlg, kek: Kek | KekSet, opts: KeyOptions = {}): Promise<{ kid: string; retired: string[]; promoted: boolean }> {
-  const { at, policy } = resolved(opts)
+export async function rotateKey(
+  db: Db,
+  alg: SigningAlg | undefined,
+  kek: Kek | KekSet,
+  opts: KeyOptions = {},
+): Promise<{ kid: string; alg: SigningAlg; retired: string[]; promoted: boolean; prepublished: boolean }> {
+  const { now, at, policy } = resolved(opts)
   const keks = 'current' in kek ? kek : kekSet(kek)
-  const fresh = await generateSigningKey(alg, keks.current)
+  let fresh = await generateSigningKey(successorAlg(alg, await activeAlg(db), policy), keks.current)
   return db.transaction().execute(async (trx) => {
     await lock(trx)
-    const pending = await trx.selectFrom('signing_key').select(['kid', 'alg', 'kek_id', 'private_key_enc']).where('state', '=', 'pending').executeTakeFirst()
+    const wanted = successorAlg(alg, await activeAlg(trx), policy)
+    const pending = await trx.selectFrom('signing_key').select(['kid', 'alg', 'created_at', 'kek_id', 'private_key_enc']).where('state', '=', 'pending').executeTakeFirst()
     const retired = await retireActive(trx, at, policy)
-    if (pending && pending.alg === alg && opens(pending, keks)) {
+    if (pending && pending.alg === wanted && opens(pending, keks)) {
       await activate(trx, pending.kid, at)
-      return { kid: pending.kid, retired, promoted: true }
+      return { kid: pending.kid, alg: wanted, retired, promoted: true, prepublished: prepublished(pending, now, policy) }
     }
+    if (fresh.alg !== wanted) fresh = await generateSigningKey(wanted, keks.current)
     await insertKey(trx, fresh, 'active', at)
-    return { kid: fresh.kid, retired, promoted: false }
+    return { kid: fresh.kid, alg: wanted, retired, promoted: false, prepublished: false }
   })
 }
 
@@ -278,33 +300,56 @@ export interface ScheduledRotation {
   alg: string
   state: 'pending' | 'active'
   activateAt: Date
-  /** false when a rotation was already scheduled: that pending key is the answer. */
+  /** false when a rotation was already scheduled (or the standby is promoted): that pending key is the answer. */
   created: boolean
+  /** A pending key of another algorithm that was withdrawn for this one (it never signed). */
+  withdrawn?: string
 }
 
 /**
- * Schedules a rotation: a new key is published now as pending and signs from `now + publishLeadSeconds`
- * (the JWKS cache lifetime and margins), when the schedule activates it. Idempotent: with a
- * pending key already, that one is returned. With no active key at all, the new key is active at once.
+ * Schedules a rotation: the next key signs as soon as it has been published for the publish lead.
+ * - a pending key (the standby) of the wanted algorithm exists: it is the answer, and its
+ *   activation is brought forward to max(now, its publication + lead) (idempotent);
+ * - a pending key of another algorithm (an explicit `alg`): it never signed, so it is withdrawn
+ *   (`removed`) and a new key of `alg` is published;
+ * - no pending key: a new key is published now and signs from `now + publishLeadSeconds`;
+ * - no active key at all: the new key is active at once.
+ * `alg` undefined = the active key's algorithm.
  */
-export async function scheduleRotation(db: Db, alg: SigningAlg, kek: Kek, opts: KeyOptions = {}): Promise<ScheduledRotation> {
+export async function scheduleRotation(db: Db, alg: SigningAlg | undefined, kek: Kek, opts: KeyOptions = {}): Promise<ScheduledRotation> {
   const { now, at, policy } = resolved(opts)
-  const fresh = await generateSigningKey(alg, kek)
+  let fresh: PreparedKey | undefined
+  const make = async (a: SigningAlg) => (fresh?.alg === a ? fresh : (fresh = await generateSigningKey(a, kek)))
+  const pendingBefore = await db.selectFrom('signing_key').select('alg').where('state', '=', 'pending').executeTakeFirst()
+  const wantedBefore = successorAlg(alg, await activeAlg(db), policy)
+  if (pendingBefore?.alg !== wantedBefore) await make(wantedBefore) // outside the lock: RSA generation is slow
   return db.transaction().execute(async (trx) => {
     await lock(trx)
     const rows = await trx.selectFrom('signing_key').select(['kid', 'alg', 'state', 'created_at', 'activate_at']).where('state', 'in', ['pending', 'active']).execute()
     const pending = rows.find((r) => r.state === 'pending')
-    if (pending) {
-      const activateAt = new Date(activationTime({ ...pending, activated_at: null, retired_at: null, remove_at: null }, policy))
+    const active = rows.find((r) => r.state === 'active')
+    const wanted = successorAlg(alg, active, policy)
+    if (!active) {
+      const key = await make(wanted)
+      await insertKey(trx, key, 'active', at)
+      return { kid: key.kid, alg: wanted, state: 'active' as const, activateAt: at, created: true }
+    }
+    if (pending && pending.alg === wanted) {
+      const current = activationTime({ ...pending, activated_at: null, retired_at: null, remove_at: null }, policy)
+      const soonest = Math.max(now, pending.created_at.getTime() + policy.publishLeadSeconds * 1000)
+      const activateAt = new Date(Math.min(current, soonest))
+      if (activateAt.getTime() !== pending.activate_at?.getTime()) {
+        await trx.updateTable('signing_key').set({ activate_at: activateAt, version: NEXT_VERSION }).where('kid', '=', pending.kid).execute()
+      }
       return { kid: pending.kid, alg: pending.alg, state: 'pending' as const, activateAt, created: false }
     }
-    if (!rows.some((r) => r.state === 'active')) {
-      await insertKey(trx, fresh, 'active', at)
-      return { kid: fresh.kid, alg, state: 'active' as const, activateAt: at, created: true }
+    if (pending) {
+      await trx.updateTable('signing_key').set({ state: 'removed', removed_at: at, private_key_enc: DESTROYED, version: NEXT_VERSION }).where('kid', '=', pending.kid).execute()
     }
+    const key = await make(wanted)
     const activateAt = new Date(now + policy.publishLeadSeconds * 1000)
-    await insertKey(trx, fresh, 'pending', at, { activateAt })
-    return { kid: fresh.kid, alg, state: 'pending' as const, activateAt, created: true }
+    await insertKey(trx, key, 'pending', at, { activateAt })
+    return { kid: key.kid, alg: wanted, state: 'pending' as const, activateAt, created: true, ...(pending ? { withdrawn: pending.kid } : {}) }
   })
 }
 
@@ -315,28 +360,38 @@ export interface RevokeResult {
   previousState?: KeyState
   /** The key that signs from now on, when the revoked key was the active one. */
   successor?: string
+  /**
+   * Whether that successor had been in the JWKS for at least the publish lead (the standby), so
+   * every resource server that honours the cache headers has it already; false for a key
+   * published more recently or generated by the revoke.
+   */
+  successorPrepublished?: boolean
 }
 
 /**
  * Emergency revoke: the key leaves the JWKS and verification at once (its private part is
- * destroyed); when it was the active key, a successor signs at once (the pending key, else a
- * new one). Idempotent.
+ * destroyed); when it was the active key, a successor signs at once: the pending key (the
+ * standby, published long ago when rotation is on) if there is one, else a new key of the revoked
+ * key's algorithm. Idempotent. `fallbackAlg` is used only when the revoked key's algorithm is
+ * not one Tessera generates.
  */
 export async function revokeKey(
   db: Db,
   kid: string,
-  alg: SigningAlg,
+  fallbackAlg: SigningAlg,
   kek: Kek | KekSet,
   opts: KeyOptions & { reason?: string | undefined; actor?: { via: 'admin_api' | 'cli'; clientId?: string | undefined } } = {},
 ): Promise<RevokeResult> {
-  const { at } = resolved(opts)
+  const { now, at, policy } = resolved(opts)
   const keks = 'current' in kek ? kek : kekSet(kek)
-  const target = await db.selectFrom('signing_key').select('state').where('kid', '=', kid).executeTakeFirst()
-  // A successor is generated outside the lock when it will probably be needed.
-  let fresh = target?.state === 'active' ? await generateSigningKey(alg, keks.current) : undefined
+  const algOf = (row: { alg: string }) => successorAlg(undefined, row, { ...policy, alg: fallbackAlg })
+  const target = await db.selectFrom('signing_key').select(['state', 'alg']).where('kid', '=', kid).executeTakeFirst()
+  const standby = await db.selectFrom('signing_key').select('kid').where('state', '=', 'pending').executeTakeFirst()
+  // A successor is generated outside the lock when it will probably be needed (no standby).
+  let fresh = target?.state === 'active' && !standby ? await generateSigningKey(algOf(target), keks.current) : undefined
   return db.transaction().execute(async (trx) => {
     await lock(trx)
-    const row = await trx.selectFrom('signing_key').select(['kid', 'state']).where('kid', '=', kid).executeTakeFirst()
+    const row = await trx.selectFrom('signing_key').select(['kid', 'state', 'alg']).where('kid', '=', kid).executeTakeFirst()
     if (!row) return { found: false, revoked: false }
     if (row.state === 'revoked') return { found: true, revoked: false, previousState: row.state }
     await trx
@@ -345,24 +400,27 @@ export async function revokeKey(
       .where('kid', '=', kid)
       .execute()
     let successor: string | undefined
+    let successorPrepublished: boolean | undefined
     if (row.state === 'active') {
-      const pending = await trx.selectFrom('signing_key').select(['kid', 'kek_id', 'private_key_enc']).where('state', '=', 'pending').executeTakeFirst()
+      const pending = await trx.selectFrom('signing_key').select(['kid', 'created_at', 'kek_id', 'private_key_enc']).where('state', '=', 'pending').executeTakeFirst()
       if (pending && opens(pending, keks)) {
         await activate(trx, pending.kid, at)
         successor = pending.kid
+        successorPrepublished = prepublished(pending, now, policy)
       } else {
-        fresh ??= await generateSigningKey(alg, keks.current)
+        if (fresh?.alg !== algOf(row)) fresh = await generateSigningKey(algOf(row), keks.current)
         await insertKey(trx, fresh, 'active', at)
         successor = fresh.kid
+        successorPrepublished = false
       }
     }
     // SECURITY #122: who revoked which key, when, and what signs now; in the same transaction.
     await recordEvent(trx, {
       type: 'signing_key.revoked',
       clientId: opts.actor?.clientId,
-      detail: { kid, previous_state: row.state, successor: successor ?? null, reason: opts.reason ?? null, via: opts.actor?.via ?? null },
+      detail: { kid, previous_state: row.state, successor: successor ?? null, successor_prepublished: successorPrepublished ?? null, reason: opts.reason ?? null, via: opts.actor?.via ?? null },
     })
-    return { found: true, revoked: true, previousState: row.state, ...(successor !== undefined ? { successor } : {}) }
+    return { found: true, revoked: true, previousState: row.state, ...(successor !== undefined ? { successor, successorPrepublished } : {}) }
   })
 }
 
@@ -404,8 +462,14 @@ export async function runKeySchedule(db: Db, keks: KekSet, opts: KeyOptions = {}
   }
   const before = due(await loadLiveKeys(db))
   if (!before.activation && before.removals.length === 0 && !before.publication && before.active) return NOTHING
-  // A new key is made outside the lock (RSA generation is slow) when one will probably be needed.
-  let fresh = before.publication || (!before.active && !before.pending) ? await generateSigningKey(policy.alg, keks.current) : undefined
+  // A new key is made outside the lock (RSA generation is slow) when one will probably be needed:
+  // a publication, an activation (the next standby follows it), or no key at all. Its algorithm is
+  // the one of the key that signs after this step.
+  const rotating = policy.rotationIntervalSeconds > 0
+  const signsNext = before.activation ? before.pending : before.active
+  let fresh =
+    before.publication || (before.activation && rotating) || (!before.active && !before.pending) ? await generateSigningKey(successorAlg(undefined, signsNext, policy), keks.current) : undefined
+  const make = async (alg: SigningAlg) => (fresh?.alg === alg ? fresh : (fresh = await generateSigningKey(alg, keks.current)))
   return db.transaction().execute(async (trx) => {
     await lock(trx)
     const rows = await loadLiveKeys(trx)
@@ -425,22 +489,22 @@ export async function runKeySchedule(db: Db, keks: KekSet, opts: KeyOptions = {}
       }
     }
     if (!active) {
-      fresh ??= await generateSigningKey(policy.alg, keks.current)
-      await insertKey(trx, fresh, 'active', at)
-      result.activated = fresh.kid
+      const key = await make(policy.alg)
+      await insertKey(trx, key, 'active', at)
+      result.activated = key.kid
       return result
     }
     for (const r of d.removals) {
       await trx.updateTable('signing_key').set({ state: 'removed', removed_at: at, private_key_enc: DESTROYED, version: NEXT_VERSION }).where('kid', '=', r.kid).execute()
       result.removed.push(r.kid)
     }
+    // The standby: published right after a key became active, in the same transaction as the
+    // activation, with the algorithm of the key that signs now.
     const after = pending ? [active, pending] : [active]
     if (publicationTime(after, policy) <= now) {
-      fresh ??= await generateSigningKey(policy.alg, keks.current)
-      const since = (active.activated_at ?? active.created_at).getTime()
-      const activateAt = new Date(Math.max(since + policy.rotationIntervalSeconds * 1000, now + policy.publishLeadSeconds * 1000))
-      await insertKey(trx, fresh, 'pending', at, { activateAt })
-      result.published = fresh.kid
+      const key = await make(successorAlg(undefined, active, policy))
+      await insertKey(trx, key, 'pending', at, { activateAt: new Date(standbyActivation(active, now, policy)) })
+      result.published = key.kid
     }
     return result
   })

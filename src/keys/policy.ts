@@ -61,19 +61,49 @@ export function removalTime(key: ScheduledKey, policy: KeyPolicy): number {
   return ms(key.remove_at) ?? (ms(key.retired_at) ?? key.created_at.getTime()) + policy.retentionSeconds * 1000
 }
 
-/** When the next key should be published (Infinity when rotation is off or one is pending already). */
+/**
+ * When the next key (the standby) should be published: right after the active key became active,
+ * whenever no key is pending (Infinity when rotation is off, a key is pending, or none is active).
+ * So while rotation is on there is almost always a long-published pending key that a revoke or an
+ * immediate rotation can promote.
+ */
 export function publicationTime(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
   if (policy.rotationIntervalSeconds === 0 || keys.some((k) => k.state === 'pending')) return Infinity
   const active = keys.find((k) => k.state === 'active')
   if (!active) return Infinity
-  const since = ms(active.activated_at) ?? active.created_at.getTime()
-  return since + (policy.rotationIntervalSeconds - policy.publishLeadSeconds) * 1000
+  return activeSince(active)
 }
 
-/** The next scheduled change of the published key set (publication or removal), ms; Infinity if none. */
+/** When a key started signing (an old row without the date: its creation). */
+export function activeSince(key: ScheduledKey): number {
+  return ms(key.activated_at) ?? key.created_at.getTime()
+}
+
+/**
+ * When a standby published at `now` starts signing: one interval after the active key started,
+ * and never sooner than the publish lead from now (a standby published late, after an outage or
+ * an emergency, still reaches every cache before it signs).
+ */
+export function standbyActivation(active: ScheduledKey, now: number, policy: KeyPolicy): number {
+  return Math.max(activeSince(active) + policy.rotationIntervalSeconds * 1000, now + policy.publishLeadSeconds * 1000)
+}
+
+/** Whether a pending key has been published for the publish lead: every cache that honours max-age has it. */
+export function prepublished(key: Pick<ScheduledKey, 'created_at'>, now: number, policy: KeyPolicy): boolean {
+  return now - key.created_at.getTime() >= policy.publishLeadSeconds * 1000
+}
+
+/**
+ * The next scheduled change of the published key set, ms; Infinity if none: the next publication,
+ * the next removal, and — with rotation on — the activation of the pending key, because the next
+ * standby is published right after it (in the same step).
+ */
 export function nextKeySetChange(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
   let next = publicationTime(keys, policy)
-  for (const k of keys) if (k.state === 'retired') next = Math.min(next, removalTime(k, policy))
+  for (const k of keys) {
+    if (k.state === 'retired') next = Math.min(next, removalTime(k, policy))
+    if (k.state === 'pending' && policy.rotationIntervalSeconds > 0) next = Math.min(next, activationTime(k, policy))
+  }
   return next
 }
 

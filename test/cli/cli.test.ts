@@ -288,9 +288,9 @@ t.test('keys rotate makes a new active key and retires the previous one; keys li
   const first = await cli(['keys', 'rotate', '--now'])
   t.equal(first.code, 0, first.err)
   const k1 = first.json()
-  t.same(k1, { kid: k1.kid, alg: 'ES256', state: 'active', retired: [] })
+  t.same(k1, { kid: k1.kid, alg: 'ES256', state: 'active', retired: [], prepublished: false }, 'rotation is off in tests: nothing was pre-published')
   const k2 = (await cli(['keys', 'rotate', '--now'])).json()
-  t.same(k2, { kid: k2.kid, alg: 'ES256', state: 'active', retired: [k1.kid] })
+  t.same(k2, { kid: k2.kid, alg: 'ES256', state: 'active', retired: [k1.kid], prepublished: false })
   t.not(k2.kid, k1.kid)
 
   const listed = await cli(['keys', 'list'])
@@ -318,7 +318,7 @@ t.test('keys rotate --alg RS256 makes an RSA key; an unknown alg exits 2 (#91)',
   const res = await cli(['keys', 'rotate', '--now', '--alg', 'RS256'])
   t.equal(res.code, 0, res.err)
   const rs = res.json()
-  t.same(rs, { kid: rs.kid, alg: 'RS256', state: 'active', retired: [es.kid] })
+  t.same(rs, { kid: rs.kid, alg: 'RS256', state: 'active', retired: [es.kid], prepublished: false })
   const jwk = (await sql.query('select public_jwk from signing_key where kid = $1', [rs.kid])).rows[0].public_jwk
   t.match(jwk, { kty: 'RSA', alg: 'RS256', use: 'sig', kid: rs.kid })
   t.ok(Buffer.from(jwk.n, 'base64url').length >= 256, 'RSA modulus of at least 2048 bits (#90)')

@@ -53,7 +53,7 @@ t.test('keys rotate schedules (pending, then the same key again); --now activate
     { kid: first.kid, state: 'active', activate_at: null, activated_at: String },
   ])
   const now = (await cli(['keys', 'rotate', '--now'])).json()
-  t.same(now, { kid: next.json().kid, alg: 'ES256', state: 'active', retired: [first.kid] }, '--now promotes the pending key')
+  t.same(now, { kid: next.json().kid, alg: 'ES256', state: 'active', retired: [first.kid], prepublished: false }, '--now promotes the pending key')
   t.match((await cli(['keys', 'list'])).json()[1], { kid: first.kid, state: 'retired', remove_at: String })
 })
 
@@ -63,7 +63,7 @@ t.test('keys revoke KID: revoked with a reason, a successor at once; unknown kid
   const res = await cli(['keys', 'revoke', first, '--reason', 'laptop stolen'])
   t.equal(res.code, 0, res.err)
   const successor = res.json().successor as string
-  t.same(res.json(), { kid: first, state: 'revoked', already_revoked: false, successor })
+  t.same(res.json(), { kid: first, state: 'revoked', already_revoked: false, successor, successor_prepublished: false })
   const rows = (await sql.query('select kid, state, revoked_reason, length(private_key_enc) as len from signing_key order by created_at')).rows
   t.match(rows, [{ kid: first, state: 'revoked', revoked_reason: 'laptop stolen', len: 0 }, { kid: successor, state: 'active' }])
   t.match((await cli(['keys', 'revoke', first])).json(), { already_revoked: true })
@@ -134,6 +134,6 @@ t.test('KEY_ENCRYPTION_KEYS_PREVIOUS and KEY_ROTATION_INTERVAL_SECONDS are valid
   t.match(bad.err, /KEY_ENCRYPTION_KEYS_PREVIOUS entry 1 must be "id:"/)
   t.match(bad.err, /KEY_ENCRYPTION_KEYS_PREVIOUS entry 2 has the id of the current KEY_ENCRYPTION_KEY/)
   t.match(bad.err, /KEY_ENCRYPTION_KEYS_PREVIOUS entry 3 must be "id:"/)
-  t.match(bad.err, /KEY_ROTATION_INTERVAL_SECONDS must be 0 \(no scheduled rotation\) or at least 10/)
+  t.match(bad.err, /KEY_ROTATION_INTERVAL_SECONDS must be 0 \(no scheduled rotation\) or at least 1040 \(2 × \(JWKS_MAX_AGE_SECONDS/)
   t.notOk(bad.err.includes(TEST_KEK.slice(5)), 'no key in the message')
 })

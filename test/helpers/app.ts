@@ -69,6 +69,9 @@ export function testEnv(extra: Record<string, string> = {}): Record<string, stri
     KEY_ENCRYPTION_KEY: TEST_KEK,
     LOG_LEVEL: 'info',
     DATA_DIR: '/nonexistent-tessera-test-data',
+    // Scheduled key rotation off unless a test turns it on: with it on, every instance keeps a
+    // published standby key, i.e. two keys in the JWKS (README "Signing keys"; test/**/keys*.test.ts).
+    KEY_ROTATION_INTERVAL_SECONDS: '0',
     ...extra,
   }
 }

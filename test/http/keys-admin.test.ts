@@ -3,7 +3,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { sql } from 'kysely'
+import { sql, type KyselyPlugin } from 'kysely'
 import { decodeProtectedHeader, type JWK } from 'jose'
 import t from 'tap'
 import type { Test } from 'tap'
@@ -99,13 +99,17 @@ t.test('POST /admin/keys/rotate: scheduled by default (pending, idempotent), imm
   t.match(pending, { alg: 'ES256', state: 'pending', created: true })
   t.equal(Date.parse(pending.activate_at), now + app.services.keyring.policy.publishLeadSeconds * 1000, 'activates after the publish lead')
   t.same(await jwksKids(app), [first, pending.kid].sort(), 'published at once on this instance')
-  t.match((await call('POST', '/admin/keys/rotate', { alg: 'RS256' })).json(), { kid: pending.kid, created: false }, 'a rotation is scheduled already: the same key')
+  t.match((await call('POST', '/admin/keys/rotate', { alg: 'ES256' })).json(), { kid: pending.kid, created: false }, 'a rotation is scheduled already: the same key')
+  const rs = (await call('POST', '/admin/keys/rotate', { alg: 'RS256' })).json()
+  t.match(rs, { alg: 'RS256', state: 'pending', created: true, withdrawn: pending.kid }, 'another alg: the pending key (it never signed) is withdrawn for a new one')
+  t.equal(await stateOf(app, pending.kid), 'removed')
+  t.same(await jwksKids(app), [first, rs.kid].sort())
 
-  const r3 = await call('POST', '/admin/keys/rotate', { immediate: true })
-  t.same(r3.json(), { kid: pending.kid, alg: 'ES256', state: 'active', retired: [first] }, 'immediate: the pending key is promoted')
-  t.equal(decodeProtectedHeader(await refresh()).kid, pending.kid, 'and signs at once')
-  const r4 = await call('POST', '/admin/keys/rotate', { immediate: true, alg: 'RS256' })
-  t.match(r4.json(), { alg: 'RS256', state: 'active', retired: [pending.kid] }, 'no pending key: a new one')
+  const r3 = await call('POST', '/admin/keys/rotate', { immediate: true, alg: 'RS256' })
+  t.same(r3.json(), { kid: rs.kid, alg: 'RS256', state: 'active', retired: [first], prepublished: false }, 'immediate: the pending key is promoted (published just now: not every cache has it)')
+  t.equal(decodeProtectedHeader(await refresh()).kid, rs.kid, 'and signs at once')
+  const r4 = await call('POST', '/admin/keys/rotate', { immediate: true })
+  t.match(r4.json(), { alg: 'RS256', state: 'active', retired: [rs.kid], prepublished: false }, 'no pending key: a new one, of the active key\'s alg (not SIGNING_ALG)')
   for (const bad of [{ alg: 'HS256' }, { alg: 5 }, { immediate: 'yes' }, [1], 'x']) {
     const res = await call('POST', '/admin/keys/rotate', bad)
     t.equal(res.statusCode, 400, `${JSON.stringify(bad)}: 400`)
@@ -120,14 +124,14 @@ t.test('POST /admin/keys/{kid}/revoke (#87): out of the JWKS at once, a successo
 
   // Revoke the pending key: gone from the JWKS, the active key is untouched.
   const rp = await call('POST', `/admin/keys/${pending}/revoke`)
-  t.same(rp.json(), { kid: pending, state: 'revoked', already_revoked: false, successor: null })
+  t.same(rp.json(), { kid: pending, state: 'revoked', already_revoked: false, successor: null, successor_prepublished: null })
   t.same(await jwksKids(app), [first])
 
   // Schedule another, then revoke the active key: the pending one is promoted at once.
   const next = (await call('POST', '/admin/keys/rotate')).json().kid as string
   const ra = await call('POST', `/admin/keys/${first}/revoke`, { reason: 'leaked in a log' })
   t.equal(ra.statusCode, 200)
-  t.same(ra.json(), { kid: first, state: 'revoked', already_revoked: false, successor: next })
+  t.same(ra.json(), { kid: first, state: 'revoked', already_revoked: false, successor: next, successor_prepublished: false }, 'published a moment ago: not every cache has it')
   t.same(await jwksKids(app), [next], 'the revoked key left the JWKS at once')
   t.equal((await call('GET', '/admin/keys')).statusCode, 401, 'the admin token signed by the revoked key is refused')
   t.equal(decodeProtectedHeader(await refresh()).kid, next, 'the successor signs')
@@ -142,7 +146,7 @@ t.test('POST /admin/keys/{kid}/revoke (#87): out of the JWKS at once, a successo
   const metrics = await app.app.inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /^tessera_signing_keys_revoked_total 2$/m, 'counted in /metrics')
 
-  t.same((await call('POST', `/admin/keys/${first}/revoke`)).json(), { kid: first, state: 'revoked', already_revoked: true, successor: null }, 'twice: nothing more happens')
+  t.same((await call('POST', `/admin/keys/${first}/revoke`)).json(), { kid: first, state: 'revoked', already_revoked: true, successor: null, successor_prepublished: null }, 'twice: nothing more happens')
   // Revoking the active key with nothing pending makes a new key.
   const rn = (await call('POST', `/admin/keys/${next}/revoke`)).json()
   t.ok(rn.successor && rn.successor !== next && rn.successor !== first, 'a brand-new successor')
@@ -274,4 +278,76 @@ t.test('KEK rotation: a new KEY_ENCRYPTION_KEY with the old one in KEY_ENCRYPTIO
   await app.database.db.updateTable('signing_key').set({ kek_id: 'stray' }).where('state', '=', 'pending').execute()
   const partial = await call2('POST', '/admin/keys/rewrap')
   t.equal(partial.json().failed.length, 1, 'the stray row is reported')
+})
+
+t.test('#87 a revoke answered by an instance whose keyring was mid-reload: the answer comes only after a fresh load, so the instance refuses the key and never signs with it', async (t) => {
+  const { app, admin } = await setup(t)
+  // The instance under test: its key loads can be held back after they have read the rows, so a
+  // load that read the key set BEFORE the revoke committed is still running when the revoke answers.
+  let hold: { ms: number; read: () => void } | undefined
+  const slow: KyselyPlugin = {
+    transformQuery: (args) => {
+      const node = args.node as { kind: string }
+      if (hold && node.kind === 'SelectQueryNode' && JSON.stringify(node).includes('SelectAllNode') && JSON.stringify(node).includes('"signing_key"')) held.add(args.queryId)
+      return args.node
+    },
+    transformResult: async (args) => {
+      if (held.delete(args.queryId) && hold) {
+        const h = hold
+        hold = undefined
+        h.read()
+        await sleep(h.ms)
+      }
+      return args.result
+    },
+  }
+  const held = new Set<unknown>()
+  const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 4, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
+  t.teardown(() => database.close())
+  const b = await buildApp({ config: app.config, database: { ...database, db: database.db.withPlugin(slow) }, logStream: new Writable({ write: (_c, _e, cb) => cb() }) })
+  t.teardown(() => b.close())
+  const token = await mintAdmin(b, admin)
+  const call = caller(b, () => token)
+  const first = await activeKid(app)
+  const client = await app.createClient()
+  const old = (await tokenRequest(b as unknown as TestApp, { grant_type: 'client_credentials', scope: 'read' }, client)).json().access_token as string
+  t.equal(decodeProtectedHeader(old).kid, first)
+
+  // A periodic reload starts and reads the rows; while it is held, the revoke comes in.
+  const read = new Promise<void>((resolve) => (hold = { ms: 600, read: resolve }))
+  const periodic = b.services.keyring.reload()
+  await read
+  const res = await call('POST', `/admin/keys/${first}/revoke`, { reason: 'race' })
+  t.equal(res.statusCode, 200, res.body)
+  const successor = res.json().successor as string
+  // Right after the answer, before anything else can run: the instance has the revoke.
+  t.not(b.services.keyring.activeSigner().kid, first, 'the instance no longer signs with the revoked key')
+  t.equal(b.services.keyring.activeSigner().kid, successor)
+  await t.rejects(b.services.keyring.verificationKey({ alg: 'ES256', kid: first }), /unknown kid/, 'and refuses it')
+  await periodic
+  const fresh = (await tokenRequest(b as unknown as TestApp, { grant_type: 'client_credentials', scope: 'read' }, client)).json().access_token as string
+  t.equal(decodeProtectedHeader(fresh).kid, successor, 'tokens minted afterwards carry the successor')
+  const introspected = await b.app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}` }, payload: `token=${old}` })
+  t.equal(introspected.json().active, false, 'a token of the revoked key is inactive there')
+})
+
+t.test('Keyring.reload: callers during a running load share ONE follow-up load that starts after it', async (t) => {
+  const { app } = await setup(t)
+  const ring = app.services.keyring
+  let loads = 0
+  const original = (ring as unknown as { load: () => Promise<void> }).load.bind(ring)
+  ;(ring as unknown as { load: () => Promise<void> }).load = async () => {
+    loads++
+    await sleep(50)
+    return original()
+  }
+  const a = ring.reload()
+  const b = ring.reload()
+  const c = ring.reload()
+  t.not(a, b, 'a call during a load does not get the running load')
+  t.equal(b, c, 'later callers share the queued one')
+  await Promise.all([a, b, c])
+  t.equal(loads, 2, 'two loads, one after the other')
+  await ring.reload()
+  t.equal(loads, 3)
 })

@@ -5,14 +5,15 @@
 // reaching every instance within seconds without a restart.
 import { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
+import { sql } from 'kysely'
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp, type Tessera } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
 import type { SigningKeyRow } from '../../src/db/schema.js'
 import { kekSet, parseKek } from '../../src/keys/kek.js'
-import { revokeKey, runKeySchedule, scheduleRotation } from '../../src/keys/keys.store.js'
+import { revokeKey, rotateKey, runKeySchedule, scheduleRotation } from '../../src/keys/keys.store.js'
 import { basic, FORM, form, ISSUER, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
 
 const API = 'https://api.example.com'
@@ -36,7 +37,8 @@ function clock(start = Date.now()) {
 }
 
 async function rows(app: { database: TestApp['database'] }): Promise<SigningKeyRow[]> {
-  return app.database.db.selectFrom('signing_key').selectAll().orderBy('created_at').orderBy('kid').execute()
+  // Keys made at the same instant (the first key and its standby): the one that signed first, first.
+  return app.database.db.selectFrom('signing_key').selectAll().orderBy('created_at').orderBy(sql`activated_at asc nulls last`).orderBy('kid').execute()
 }
 
 const states = async (app: TestApp) => (await rows(app)).map((r) => r.state)
@@ -66,48 +68,46 @@ async function secondInstance(t: Test, app: TestApp, now: () => number): Promise
   return other
 }
 
-t.test('#85 #86 the schedule: pending for the publish lead, then active; retired for the retention, then removed', async (t) => {
+t.test('#85 #86 the schedule: a standby is published as soon as a key is active, signs one interval later; retired for the retention, then removed', async (t) => {
   const c = clock()
+  const t0 = c.now
   const app = await testApp(t, { now: c.fn, env: ENV })
   const policy = app.services.keyring.policy
   t.equal(policy.publishLeadSeconds, LEAD)
   t.equal(policy.retentionSeconds, RETENTION)
-  const [first] = await rows(app)
+  const [first, standby] = await rows(app)
   t.equal(first!.state, 'active')
-  t.equal(first!.activated_at!.getTime(), c.now, 'dates come from the injected clock')
+  t.equal(first!.activated_at!.getTime(), t0, 'dates come from the injected clock')
+  t.equal(standby!.state, 'pending', 'the standby is published at start')
+  t.equal(standby!.created_at.getTime(), t0)
+  t.equal(standby!.activate_at!.getTime(), t0 + HOUR * 1000, 'it signs one interval after the active key started')
+  t.same(kidsOf((await getJwks(app)).body), [first!.kid, standby!.kid].sort(), 'published at once')
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 300, 'the next change is an interval away: the ceiling')
+  t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, first!.kid, 'the pending key does not sign')
 
-  // Just before the publication time nothing happens.
-  c.advance(HOUR - LEAD - 1)
-  await app.services.keyring.tick()
-  t.same(await states(app), ['active'])
-  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'max-age is 0 within the skew allowance of the next change')
-
-  c.advance(1)
-  await app.services.keyring.tick()
-  const published = await rows(app)
-  t.same(published.map((r) => r.state), ['active', 'pending'], 'the next key is published as pending')
-  const pending = published[1]!
-  t.equal(pending.created_at.getTime(), c.now)
-  t.equal(pending.activate_at!.getTime() - pending.created_at.getTime(), LEAD * 1000, 'it signs only after the publish lead')
-  t.equal(pending.activate_at!.getTime(), first!.activated_at!.getTime() + HOUR * 1000, 'activation on the rotation interval')
-  t.same(kidsOf((await getJwks(app)).body), [first!.kid, pending.kid].sort(), 'published at once')
-  const token = await clientToken(app, await app.createClient())
-  t.equal(decodeProtectedHeader(token).kid, first!.kid, 'the pending key does not sign')
-
-  c.advance(LEAD - 1)
+  // Before the activation max-age shrinks: the next standby is published right after it.
+  c.advance(HOUR - 360)
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 300)
+  c.advance(100)
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 200, 'shortened to the activation minus the skew allowance')
+  c.advance(200)
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'within the skew allowance of the activation: 0')
+  c.advance(59)
   await app.services.keyring.tick()
   t.same(await states(app), ['active', 'pending'], 'not a second early')
   c.advance(1)
   await app.services.keyring.tick()
   const activated = await rows(app)
-  t.same(activated.map((r) => r.state), ['retired', 'active'])
+  t.same(activated.map((r) => r.state), ['retired', 'active', 'pending'], 'activation, and the next standby in the same step')
   t.equal(activated[1]!.activated_at!.getTime(), c.now)
   t.equal(activated[0]!.retired_at!.getTime(), c.now)
   t.equal(activated[0]!.remove_at!.getTime(), c.now + RETENTION * 1000, 'removal after the retention')
   t.equal(activated[0]!.private_key_enc.length, 0, 'a retired key never signs again: its private part is destroyed')
-  t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, pending.kid, 'the new key signs')
+  t.equal(activated[2]!.created_at.getTime(), c.now)
+  t.equal(activated[2]!.activate_at!.getTime(), c.now + HOUR * 1000, 'the next standby signs one interval later')
+  t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, standby!.kid, 'the former standby signs')
   const jwks = await getJwks(app)
-  t.same(kidsOf(jwks.body), [first!.kid, pending.kid].sort(), 'the retired key is still published')
+  t.same(kidsOf(jwks.body), activated.map((r) => r.kid).sort(), 'the retired key is still published, the new standby already')
   t.equal(maxAgeOf(jwks.headers['cache-control']), 300, 'the next change is far: the ceiling')
 
   c.advance(RETENTION - 60)
@@ -116,13 +116,13 @@ t.test('#85 #86 the schedule: pending for the publish lead, then active; retired
   t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 100, 'shortened to the removal minus the allowance')
   c.advance(160 - 1)
   await app.services.keyring.tick()
-  t.same(await states(app), ['retired', 'active'], 'not a second early')
+  t.same(await states(app), ['retired', 'active', 'pending'], 'not a second early')
   c.advance(1)
   await app.services.keyring.tick()
   const removed = await rows(app)
-  t.same(removed.map((r) => r.state), ['removed', 'active'])
+  t.same(removed.map((r) => r.state), ['removed', 'active', 'pending'])
   t.equal(removed[0]!.removed_at!.getTime(), c.now)
-  t.same(kidsOf((await getJwks(app)).body), [pending.kid], 'the removed key left the JWKS')
+  t.same(kidsOf((await getJwks(app)).body), [standby!.kid, removed[2]!.kid].sort(), 'the removed key left the JWKS')
 })
 
 t.test('rotation off (KEY_ROTATION_INTERVAL_SECONDS=0): no key is ever published by the schedule; max-age is the ceiling', async (t) => {
@@ -219,7 +219,7 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
     for (const l of [live[0]!, live[live.length - 1]!]) for (const inst of [app, b]) if (!(await introspect(l.token, inst))) tesseraFailures++
   }
   const final = await rows(app)
-  t.same(final.map((r) => r.state), ['removed', 'removed', 'active'], 'two rotations happened: the first two keys came and went')
+  t.same(final.map((r) => r.state), ['removed', 'removed', 'active', 'pending'], 'two rotations happened: the first two keys came and went, a standby waits')
   t.equal(kidsSeen.size, 3, 'tokens were signed by three keys in turn')
   t.same(rs.stats.failures, [], 'zero verification failures at the resource server')
   t.ok(rs.stats.verified > steps * 10, `${rs.stats.verified} verifications`)
@@ -233,7 +233,7 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
   t.equal(violations, 0, 'every max-age ended before the key set changed')
   t.ok(samples.every((s) => s.maxAge <= 300), 'never beyond the ceiling')
   // Each key was published at least the lead before it signed, and kept for the retention.
-  for (const r of final.slice(1)) t.ok(r.activated_at!.getTime() - r.created_at.getTime() >= LEAD * 1000, `${r.kid.slice(0, 8)} published ${LEAD}s before it signed`)
+  for (const r of final.slice(1, 3)) t.ok(r.activated_at!.getTime() - r.created_at.getTime() >= HOUR * 1000, `${r.kid.slice(0, 8)} published an interval (${HOUR}s ≥ ${LEAD}s) before it signed`)
   for (const r of final.slice(0, 2)) t.ok(r.removed_at!.getTime() - r.retired_at!.getTime() >= RETENTION * 1000, `${r.kid.slice(0, 8)} kept ${RETENTION}s after retirement`)
 })
 
@@ -242,18 +242,17 @@ t.test('#88 #143 five instances run the schedule at once: exactly one new key at
   const app = await testApp(t, { now: c.fn, env: ENV })
   const others = await Promise.all(Array.from({ length: 4 }, () => secondInstance(t, app, c.fn)))
   const all = [app, ...others]
-  t.equal((await rows(app)).length, 1, 'the other instances made no key at start')
+  t.same((await states(app)).sort(), ['active', 'pending'], 'one standby at start: the other instances made no key')
   const activeCount = async () => (await rows(app)).filter((r) => r.state === 'active').length
 
-  c.advance(HOUR - LEAD)
-  await Promise.all(all.map((i) => i.services.keyring.tick()))
-  // And the step itself, ten more times at once straight on the database.
-  await Promise.all(Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy })))
-  t.same(await states(app), ['active', 'pending'], 'exactly one pending key')
-
-  c.advance(LEAD)
+  // Revoke the standby: every instance wants to publish the next one at once.
+  await revokeKey(app.database.db, (await rows(app))[1]!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
   await Promise.all([...all.map((i) => i.services.keyring.tick()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy }))])
-  t.same(await states(app), ['retired', 'active'], 'exactly one activation')
+  t.same((await states(app)).sort(), ['active', 'pending', 'revoked'], 'exactly one new standby')
+
+  c.advance(HOUR)
+  await Promise.all([...all.map((i) => i.services.keyring.tick()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy }))])
+  t.same((await states(app)).sort(), ['active', 'pending', 'retired', 'revoked'], 'exactly one activation and one new standby')
   t.equal(await activeCount(), 1)
   const etags = new Set<string>()
   for (const i of all) {
@@ -266,7 +265,7 @@ t.test('#88 #143 five instances run the schedule at once: exactly one new key at
 
   c.advance(RETENTION)
   await Promise.all(all.map((i) => i.services.keyring.tick()))
-  t.same(await states(app), ['removed', 'active'], 'exactly one removal')
+  t.same((await states(app)).sort(), ['active', 'pending', 'removed', 'revoked'], 'exactly one removal')
 })
 
 t.test('the schedule runs by itself on the background timer, and a change reaches another instance within seconds (#139)', async (t) => {
@@ -274,12 +273,12 @@ t.test('the schedule runs by itself on the background timer, and a change reache
   const app = await testApp(t, { now: c.fn, env: ENV })
   const b = await secondInstance(t, app, c.fn)
   const before = String((await getJwks(b)).headers.etag)
-  c.advance(HOUR - LEAD)
+  c.advance(HOUR)
   const started = Date.now()
   while (Date.now() - started < 5000 && String((await getJwks(b)).headers.etag) === before) await sleep(100)
-  t.ok(Date.now() - started < 4000, `the new key was published and reached B in ${Date.now() - started} ms, without any call`)
-  t.same(await states(app), ['active', 'pending'])
-  t.equal(kidsOf((await getJwks(app)).body).length, 2)
+  t.ok(Date.now() - started < 4000, `the standby was activated, the next one published, and that reached B in ${Date.now() - started} ms, without any call`)
+  t.same(await states(app), ['retired', 'active', 'pending'])
+  t.equal(kidsOf((await getJwks(app)).body).length, 3)
   t.equal((await getJwks(app)).headers.etag, (await getJwks(b)).headers.etag)
 })
 
@@ -288,11 +287,9 @@ t.test('#11 #85 a pending key verifies only from its activation time: forged ear
   const app = await testApp(t, { now: c.fn, env: ENV })
   const b = await secondInstance(t, app, c.fn)
   const client = await app.createClient({ audience: [] })
-  c.advance(HOUR - LEAD)
-  await app.services.keyring.tick()
   await b.services.keyring.tick()
   const pendingKid = (await rows(app)).find((r) => r.state === 'pending')!.kid
-  c.advance(LEAD)
+  c.advance(HOUR)
   // A activates and signs; B has not ticked yet and still holds the key as pending.
   await app.services.keyring.tick()
   const token = await clientToken(app, client, 'read')
@@ -302,7 +299,7 @@ t.test('#11 #85 a pending key verifies only from its activation time: forged ear
 })
 
 t.test('a JWKS request costs no serialisation: the same body object until the key set changes', async (t) => {
-  const app = await testApp(t, { env: ENV })
+  const app = await testApp(t, { env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
   const doc = app.services.keyring.jwksDocument()
   await getJwks(app)
   await app.services.keyring.tick()
@@ -346,14 +343,103 @@ t.test('a database outage: the keyring keeps its keys, logs once, and recovers',
 t.test('the embedded database (PGlite) runs the same schedule', async (t) => {
   const c = clock()
   const app = await testApp(t, { now: c.fn, env: ENV, backend: 'pglite' })
-  c.advance(HOUR - LEAD)
-  await app.services.keyring.tick()
   t.same(await states(app), ['active', 'pending'])
-  c.advance(LEAD)
+  c.advance(HOUR)
   await app.services.keyring.tick()
-  t.same(await states(app), ['retired', 'active'])
+  t.same(await states(app), ['retired', 'active', 'pending'])
   const revoked = (await rows(app))[0]!.kid
   await revokeKey(app.database.db, revoked, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy, reason: 'test' })
   await app.services.keyring.reload()
-  t.equal(kidsOf((await getJwks(app)).body).length, 1, 'the revoked key left the JWKS')
+  t.equal(kidsOf((await getJwks(app)).body).length, 2, 'the revoked key left the JWKS')
+})
+
+t.test('#87 emergency revoke of the active key promotes the standby: its kid was in a JWKS fetched long before, so a cached JWKS verifies its tokens without a re-fetch', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const client = await app.createClient()
+  // A resource server fetched the JWKS at start and keeps it (the strictest cache: no re-fetch at all).
+  const early = await getJwks(app)
+  const cached = createLocalJWKSet(JSON.parse(early.body) as { keys: JWK[] })
+  const [first, standby] = await rows(app)
+  c.advance(HOUR / 2)
+  await app.services.keyring.tick()
+  const r = await revokeKey(app.database.db, first!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy, reason: 'leaked' })
+  t.match(r, { revoked: true, successor: standby!.kid, successorPrepublished: true }, 'the standby, published half an interval ago, signs now')
+  await app.services.keyring.reload()
+  const token = await clientToken(app, client)
+  t.equal(decodeProtectedHeader(token).kid, standby!.kid)
+  t.ok(kidsOf(early.body).includes(standby!.kid), 'the successor was in the JWKS fetched before the revoke')
+  await t.resolves(jwtVerify(token, cached, { issuer: ISSUER, audience: API, typ: 'at+jwt', currentDate: new Date(c.now) }), 'a resource server verifies it from its old cache')
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'until the next standby is published, max-age is 0')
+  await app.services.keyring.tick()
+  const after = await rows(app)
+  t.same(after.map((r) => r.state), ['revoked', 'active', 'pending'], 'the next standby is published at once')
+  t.equal(after[2]!.activate_at!.getTime(), c.now + HOUR * 1000, 'it signs one interval after the promoted key started')
+  t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 300)
+  const audit = await app.database.db.selectFrom('audit_event').select('detail').where('type', '=', 'signing_key.revoked').executeTakeFirstOrThrow()
+  t.match(audit.detail, { successor: standby!.kid, successor_prepublished: true })
+})
+
+t.test('#87 revoke right after an activation: the standby is too fresh (published < L) but still promoted, and the result says so; with rotation off a new key signs', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  c.advance(HOUR)
+  await app.services.keyring.tick()
+  const [, active, standby] = await rows(app)
+  c.advance(LEAD - 1)
+  const r = await revokeKey(app.database.db, active!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
+  t.match(r, { successor: standby!.kid, successorPrepublished: false }, 'promoted, though not every cache has it yet')
+
+  const off = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  t.same(await states(off), ['active'], 'rotation off: no standby')
+  const only = (await rows(off))[0]!.kid
+  const r2 = await revokeKey(off.database.db, only, 'ES256', kek, { now: c.now, policy: off.services.keyring.policy })
+  t.match(r2, { revoked: true, successorPrepublished: false }, 'a key nobody has seen signs at once')
+  t.not(r2.successor, only)
+})
+
+t.test('successors keep the algorithm an operator rotated to: the standby, scheduled activations and an emergency revoke (explicit alg wins)', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const policy = app.services.keyring.policy
+  const algs = async () => (await rows(app)).filter((r) => r.state === 'active' || r.state === 'pending').map((r) => `${r.state}:${r.alg}`).sort()
+  t.same(await algs(), ['active:ES256', 'pending:ES256'])
+  const rotated = await rotateKey(app.database.db, 'RS256', kek, { now: c.now, policy })
+  t.match(rotated, { alg: 'RS256', promoted: false, prepublished: false }, 'an explicit alg wins over the ES256 standby')
+  await app.services.keyring.tick()
+  t.same(await algs(), ['active:RS256', 'pending:ES256'], 'the ES256 standby stays (it never signed) until its time')
+  c.advance(HOUR)
+  await app.services.keyring.tick()
+  t.same(await algs(), ['active:ES256', 'pending:ES256'], 'it activates on schedule; the next standby copies it')
+
+  // Withdraw the old-alg standby by scheduling an RS256 rotation; from then on everything is RS256.
+  const s = await scheduleRotation(app.database.db, 'RS256', kek, { now: c.now, policy })
+  t.match(s, { alg: 'RS256', state: 'pending', created: true, withdrawn: String })
+  t.equal(s.activateAt.getTime(), c.now + LEAD * 1000)
+  c.advance(LEAD)
+  await app.services.keyring.tick()
+  t.same(await algs(), ['active:RS256', 'pending:RS256'], 'the standby published after an RS256 activation is RS256, not SIGNING_ALG')
+  const [active] = (await rows(app)).filter((r) => r.state === 'active')
+  await revokeKey(app.database.db, (await rows(app)).find((r) => r.state === 'pending')!.kid, 'ES256', kek, { now: c.now, policy })
+  const r = await revokeKey(app.database.db, active!.kid, 'ES256', kek, { now: c.now, policy })
+  t.equal((await rows(app)).find((x) => x.kid === r.successor)!.alg, 'RS256', 'a generated emergency successor has the revoked key\'s alg')
+  const now = await rotateKey(app.database.db, undefined, kek, { now: c.now, policy })
+  t.equal(now.alg, 'RS256', 'rotate --now without --alg keeps the active alg')
+})
+
+t.test('keys rotate (scheduled) with a standby: the standby is the answer, activated as soon as it has been published for the lead', async (t) => {
+  const c = clock()
+  const app = await testApp(t, { now: c.fn, env: ENV })
+  const policy = app.services.keyring.policy
+  const [, standby] = await rows(app)
+  c.advance(10)
+  const early = await scheduleRotation(app.database.db, undefined, kek, { now: c.now, policy })
+  t.same(early, { kid: standby!.kid, alg: 'ES256', state: 'pending', activateAt: new Date(standby!.created_at.getTime() + LEAD * 1000), created: false }, 'published 10 s ago: it signs at publication + L')
+  t.same(await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now + 5000, policy }), early, 'idempotent')
+  c.advance(LEAD)
+  await app.services.keyring.tick()
+  t.same(await states(app), ['retired', 'active', 'pending'], 'rotated; and a new standby')
+  c.advance(HOUR / 2)
+  const ready = await scheduleRotation(app.database.db, undefined, kek, { now: c.now, policy })
+  t.equal(ready.activateAt.getTime(), c.now, 'a standby published long ago signs at the next tick')
 })

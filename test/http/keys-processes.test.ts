@@ -54,10 +54,11 @@ t.test('three processes, one schedule: exactly one new key per rotation, the sam
   }
   const { rows } = await sql.query<{ kid: string; state: string; created_at: Date; activated_at: Date | null }>('select kid, state, created_at, activated_at from signing_key order by created_at')
   t.comment(rows.map((r) => `${r.state} created ${r.created_at.toISOString()} activated ${r.activated_at?.toISOString()}`).join('\n'))
-  t.ok(rows.length >= 3 && rows.length <= 4, `${rows.length} keys in 25 s: the initial one and one per rotation`)
+  t.ok(rows.length >= 4 && rows.length <= 5, `${rows.length} keys in 25 s: the initial one, its standby, and one standby per rotation`)
   t.equal(rows.filter((r) => r.state === 'active').length, 1, 'one active key')
   t.ok(rows.filter((r) => r.state === 'pending').length <= 1, 'at most one pending key')
-  for (let i = 1; i < rows.length; i++) {
+  t.ok(rows[1]!.created_at.getTime() - rows[0]!.created_at.getTime() < 8000, 'the first standby is published at start')
+  for (let i = 2; i < rows.length; i++) {
     const gap = rows[i]!.created_at.getTime() - rows[i - 1]!.created_at.getTime()
     t.ok(gap >= 8000, `key ${i} created ${gap} ms after key ${i - 1}: no instance made a second one`)
   }

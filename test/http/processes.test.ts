@@ -156,14 +156,20 @@ t.test('two instances on one PostgreSQL', async (t) => {
   const b = startServer(t, 'B', env, portB)
   await Promise.all([waitReady(a, 60_000), waitReady(b, 60_000)])
 
-  // One key, created once, published identically by both.
-  const [jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
-  t.equal(jwksA.jwks.keys.length, 1, 'one key')
+  // One active key and its published standby (scheduled rotation is on by default), each created
+  // once, published identically by both.
+  let [jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
+  for (const until = Date.now() + 3000; Date.now() < until && !(jwksA.jwks.keys.length === 2 && jwksA.etag === jwksB.etag); await sleep(100)) {
+    ;[jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
+  }
+  t.equal(jwksA.jwks.keys.length, 2, 'two keys: the active one and the standby')
   t.ok(jwksA.etag, 'an ETag')
   t.equal(jwksA.etag, jwksB.etag, 'the same ETag on both instances')
   t.same(jwksA.jwks, jwksB.jwks)
-  const { rows: keyRows } = await sql.query<{ kid: string; state: string }>('select kid, state from signing_key')
-  t.same(keyRows, [{ kid: jwksA.jwks.keys[0]!.kid, state: 'active' }], 'one key row in the database')
+  const { rows: keyRows } = await sql.query<{ kid: string; state: string }>('select kid, state from signing_key order by state')
+  t.same(keyRows.map((r) => r.state), ['active', 'pending'], 'one active and one pending key row in the database')
+  t.same(keyRows.map((r) => r.kid).sort(), jwksA.jwks.keys.map((k) => k.kid!).sort(), 'both published')
+  const standby = keyRows.find((r) => r.state === 'pending')!.kid
   const generated = [a, b].filter((p) => p.stdout.join('').includes('no signing key existed'))
   t.equal(generated.length, 1, 'exactly one instance generated the key')
 
@@ -187,19 +193,21 @@ t.test('two instances on one PostgreSQL', async (t) => {
   const { rows: fam } = await sql.query<{ revoked: boolean }>('select revoked_at is not null as revoked from refresh_token_family where id = $1', [familyId])
   t.same(fam, [{ revoked: false }], 'the family is intact')
 
-  // Key rotation from the CLI reaches both instances within ~3 s.
+  // Key rotation from the CLI reaches both instances within ~3 s: the standby signs, the old key is
+  // retired (still published), and a new standby is published.
   const rotated = await runCli(t, ['keys', 'rotate', '--now'], env)
   t.equal(rotated.code, 0, `keys rotate: ${rotated.stderr}`)
   const newKid = (JSON.parse(rotated.stdout) as Body).kid as string
+  t.equal(newKid, standby, 'rotate --now promotes the long-published standby')
   const deadline = Date.now() + 3000
   let after = await Promise.all([getJwks(a.url), getJwks(b.url)])
-  while (Date.now() < deadline && !after.every((j) => j.jwks.keys.length === 2 && j.etag === after[0].etag)) {
+  while (Date.now() < deadline && !after.every((j) => j.jwks.keys.length === 3 && j.etag === after[0].etag)) {
     await sleep(100)
     after = await Promise.all([getJwks(a.url), getJwks(b.url)])
   }
   const [afterA, afterB] = after
-  t.equal(afterA.jwks.keys.length, 2, 'A publishes both keys')
-  t.equal(afterB.jwks.keys.length, 2, 'B publishes both keys')
+  t.equal(afterA.jwks.keys.length, 3, 'A publishes the retired, the active and the new standby key')
+  t.equal(afterB.jwks.keys.length, 3, 'B too')
   t.equal(afterA.etag, afterB.etag, 'with the same ETag')
   t.not(afterA.etag, jwksA.etag, 'a new ETag')
   t.ok(afterA.jwks.keys.some((k) => k.kid === newKid), 'the new key is published')

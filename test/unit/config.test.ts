@@ -247,3 +247,13 @@ t.test('resolveKek: development without a KEK creates a 0600 key file once, warn
   t.same(second, first, 'the second call reuses the same key')
   t.equal(warnings.length, 1, 'no second warning')
 })
+
+t.test('KEY_ROTATION_INTERVAL_SECONDS: 0, or at least 2 × the publish lead + JWKS_MAX_AGE_SECONDS (README "Signing keys")', async (t) => {
+  t.equal(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '0' }).keyRotationIntervalSeconds, 0)
+  t.equal(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '1040' }).keyRotationIntervalSeconds, 1040, 'defaults: 2 × (300 + 10 + 60) + 300')
+  const e = configError({ KEY_ROTATION_INTERVAL_SECONDS: '1039' })
+  t.match(e.problems, [/^KEY_ROTATION_INTERVAL_SECONDS must be 0 \(no scheduled rotation\) or at least 1040 .*\(got 1039\)$/])
+  const small = { JWKS_MAX_AGE_SECONDS: '0', CACHE_REFRESH_SECONDS: '1', KEY_CLOCK_SKEW_SECONDS: '0' }
+  t.equal(loadConfig({ ...small, KEY_ROTATION_INTERVAL_SECONDS: '10' }).keyRotationIntervalSeconds, 10, 'short intervals with short caches')
+  t.match(configError({ ...small, KEY_ROTATION_INTERVAL_SECONDS: '9' }).problems, [/or at least 10 /], 'never below 10')
+})

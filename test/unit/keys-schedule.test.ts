@@ -6,7 +6,7 @@ import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { kekSet, openWith, parseKek, seal } from '../../src/keys/kek.js'
 import { generateSigningKey, keyInfoJson, listKeys, runKeySchedule } from '../../src/keys/keys.store.js'
-import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, publicationTime, removalTime, type ScheduledKey } from '../../src/keys/policy.js'
+import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, prepublished, publicationTime, removalTime, standbyActivation, type ScheduledKey } from '../../src/keys/policy.js'
 import { TEST_KEK, testApp } from '../helpers/app.js'
 
 const policy = keyPolicy(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '3600', JWKS_MAX_AGE_SECONDS: '300', KEY_CLOCK_SKEW_SECONDS: '60', CACHE_REFRESH_SECONDS: '10' }))
@@ -21,19 +21,25 @@ t.test('policy: lead and retention from the configuration; defaults', async (t) 
 })
 
 t.test('policy: publication, activation and removal times; rows without dates get derived ones', async (t) => {
-  t.equal(publicationTime([key({})], policy), T0 + (3600 - 370) * 1000)
+  t.equal(publicationTime([key({})], policy), T0, 'the standby is published right after a key became active')
   t.equal(publicationTime([key({}), key({ state: 'pending' })], policy), Infinity, 'one pending at a time')
   t.equal(publicationTime([key({ state: 'retired' })], policy), Infinity, 'no active key: nothing to schedule from')
   t.equal(publicationTime([key({})], { ...policy, rotationIntervalSeconds: 0 }), Infinity, 'rotation off')
-  t.equal(publicationTime([key({ activated_at: null })], policy), T0 + (3600 - 370) * 1000, 'created_at when activated_at is missing')
+  t.equal(publicationTime([key({ activated_at: null, created_at: new Date(T0 - 5000) })], policy), T0 - 5000, 'created_at when activated_at is missing')
+  t.equal(standbyActivation(key({}), T0 + 1000, policy), T0 + 3600_000, 'the standby signs one interval after the active key started')
+  t.equal(standbyActivation(key({}), T0 + 3500_000, policy), T0 + 3500_000 + 370_000, 'a standby published late still gets the full lead')
+  t.ok(prepublished(key({ state: 'pending' }), T0 + 370_000, policy), 'published for the lead: in every honouring cache')
+  t.notOk(prepublished(key({ state: 'pending' }), T0 + 369_999, policy))
   t.equal(activationTime(key({ state: 'pending', activate_at: new Date(T0 + 5000) }), policy), T0 + 5000)
   t.equal(activationTime(key({ state: 'pending' }), policy), T0 + 370_000, 'an undated pending key: created + lead')
   t.equal(removalTime(key({ state: 'retired', remove_at: new Date(T0 + 7000) }), policy), T0 + 7000)
   t.equal(removalTime(key({ state: 'retired', retired_at: new Date(T0 + 1000) }), policy), T0 + 1000 + 1_270_000, 'an undated retired key: retired + retention')
   t.equal(removalTime(key({ state: 'retired' }), policy), T0 + 1_270_000)
   const set = [key({}), key({ state: 'retired', remove_at: new Date(T0 + 60_000) }), key({ state: 'pending', activate_at: new Date(T0 + 30_000) })]
-  t.equal(nextKeySetChange(set, policy), T0 + 60_000, 'activation is not a change of the published set')
-  t.equal(nextScheduleStep(set, policy), T0 + 30_000, 'but it is a step')
+  t.equal(nextKeySetChange(set, policy), T0 + 30_000, 'with rotation on, an activation changes the set: the next standby is published right after it')
+  t.equal(nextKeySetChange(set, { ...policy, rotationIntervalSeconds: 0 }), T0 + 60_000, 'with rotation off, an activation is not a change of the published set')
+  t.equal(nextScheduleStep(set, { ...policy, rotationIntervalSeconds: 0 }), T0 + 30_000, 'but it is a step')
+  t.equal(nextKeySetChange([key({})], policy), T0, 'no standby yet: due (max-age 0 until it is published)')
   t.equal(nextScheduleStep([key({ state: 'retired' })], policy), -Infinity, 'no active key: due at once')
   t.equal(nextScheduleStep([key({})], { ...policy, rotationIntervalSeconds: 0 }), Infinity)
 })
@@ -64,7 +70,11 @@ t.test('a due pending key that no configured KEK opens is not activated: the act
   const app = await testApp(t, { now: () => now, env: { KEY_ROTATION_INTERVAL_SECONDS: '3600' } })
   const stranger = parseKek(`other:${randomBytes(32).toString('base64url')}`)
   const k = await generateSigningKey('ES256', stranger)
-  await app.database.db.insertInto('signing_key').values({ kid: k.kid, alg: k.alg, state: 'pending', public_jwk: JSON.stringify(k.publicJwk), private_key_enc: k.privateKeyEnc, kek_id: k.kekId, activate_at: new Date(now + 1000) }).execute()
+  // It takes the place of the standby (in one transaction: the schedule never sees neither).
+  await app.database.db.transaction().execute(async (trx) => {
+    await trx.updateTable('signing_key').set({ state: 'revoked' }).where('state', '=', 'pending').execute()
+    await trx.insertInto('signing_key').values({ kid: k.kid, alg: k.alg, state: 'pending', public_jwk: JSON.stringify(k.publicJwk), private_key_enc: k.privateKeyEnc, kek_id: k.kekId, activate_at: new Date(now + 1000) }).execute()
+  })
   const active = app.services.keyring.activeSigner().kid
   now += 5000
   await app.services.keyring.tick()
@@ -75,7 +85,8 @@ t.test('a due pending key that no configured KEK opens is not activated: the act
   const errors = app.logs.filter((l) => l.includes('cannot decrypt the pending signing key'))
   t.equal(errors.length, 1, 'one error line, not one per tick')
   t.notOk(errors[0]!.includes(k.privateKeyEnc.toString('base64')), 'no ciphertext in the log')
-  t.match((await listKeys(app.database.db)).map(keyInfoJson), [{ kid: k.kid, state: 'pending' }, { state: 'active' }])
+  t.same((await listKeys(app.database.db)).map(keyInfoJson).map((x) => x.state).sort(), ['active', 'pending', 'revoked'])
+  t.ok((await listKeys(app.database.db)).some((x) => x.kid === k.kid && x.state === 'pending'), 'still pending')
 })
 
 t.test('no active key at all (say, all revoked by hand): the schedule activates the pending key, or makes one', async (t) => {

@@ -51,15 +51,16 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
   app.post('/admin/keys/rotate', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const b = body(req)
-    const alg = algOf(b.alg, s.config.signingAlg)!
+    // Without alg, the successor keeps the active key's algorithm.
+    const alg = algOf(b.alg, undefined)
     if (b.immediate !== undefined && typeof b.immediate !== 'boolean') throw new OAuthError('invalid_request', 'immediate must be true or false')
     let out: Record<string, unknown>
     if (b.immediate === true) {
       const r = await rotateKey(s.db, alg, keks(), opts())
-      out = { kid: r.kid, alg, state: 'active', retired: r.retired }
+      out = { kid: r.kid, alg: r.alg, state: 'active', retired: r.retired, prepublished: r.prepublished }
     } else {
       const r = await scheduleRotation(s.db, alg, keks().current, opts())
-      out = { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created }
+      out = { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created, ...(r.withdrawn ? { withdrawn: r.withdrawn } : {}) }
     }
     req.log.warn({ admin: admin.client_id, ...out }, 'signing key rotation')
     await s.keyring.reload()
@@ -76,8 +77,8 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     if (!r.found) throw new OAuthError('not_found', 'no such key')
     if (r.revoked) s.metrics.keyRevoked()
     await s.keyring.reload()
-    req.log.warn({ admin: admin.client_id, kid, previousState: r.previousState, successor: r.successor }, 'signing key revoked')
-    return reply.header('cache-control', 'no-store').send({ kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null })
+    req.log.warn({ admin: admin.client_id, kid, previousState: r.previousState, successor: r.successor, successorPrepublished: r.successorPrepublished }, 'signing key revoked')
+    return reply.header('cache-control', 'no-store').send({ kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null, successor_prepublished: r.successorPrepublished ?? null })
   })
 
   app.post('/admin/keys/import', async (req, reply) => {
