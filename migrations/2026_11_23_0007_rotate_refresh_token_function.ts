@@ -52,8 +52,7 @@ export async function up(db: Kysely<any>): Promise<void> {
       s_hash bytea;
       s_used_at timestamptz;
       s_in_grace boolean;
-      idx integer;
-      new_id uuid;
+      idx integer := 1;
     begin
       -- Lock the token and its family. Waiting on either lock re-reads both rows (READ COMMITTED
       -- re-check), so a rotation or revocation that committed meanwhile is what we decide on.
@@ -71,6 +70,14 @@ export async function up(db: Kysely<any>): Promise<void> {
         return query select 'not_found', null::uuid, null::uuid, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
         return;
       end if;
+
+      -- Decide.
+      if r.used_at is not null and p_grace_seconds > 0 then
+        select c.id, c.token_hash, c.used_at, c.created_at > now() - make_interval(secs => p_grace_seconds)
+          into s_id, s_hash, s_used_at, s_in_grace
+          from refresh_token c
+         where c.id = r.successor_id;
+      end if;
       -- Another client's token is refused but not revoked (RFC 6749 §10.4): nobody can end a
       -- victim's session just by presenting its token.
       if r.client_id <> p_client_id then outcome := 'wrong_client';
@@ -79,71 +86,45 @@ export async function up(db: Kysely<any>): Promise<void> {
       elsif r.disabled_at is not null then outcome := 'user_disabled';
       -- Expiry beats grace and reuse: an expired token is dead, whatever happened to it before.
       elsif r.token_expired then outcome := 'expired';
-      end if;
-      if outcome is not null then
-        return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
-        return;
-      end if;
-
-      if r.used_at is not null then
-        -- A retry: the immediate parent of the family's newest (unused) token, whose successor
-        -- was issued less than the grace window ago.
-        if p_grace_seconds > 0 then
-          select c.id, c.token_hash, c.used_at, c.created_at > now() - make_interval(secs => p_grace_seconds)
-            into s_id, s_hash, s_used_at, s_in_grace
-            from refresh_token c
-           where c.id = r.successor_id;
-        end if;
-        if s_id is not null and s_used_at is null and s_in_grace then
-          if p_scope is not null and not (p_scope <@ string_to_array(r.scope, ' ')) then
-            outcome := 'invalid_scope';
-            return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
-            return;
-          end if;
-          idx := array_position(p_successor_hashes, s_hash);
-          if idx is null then
-            outcome := 'retry_mismatch';
-            return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
-            return;
-          end if;
-          update refresh_token_family
-             set last_used_at = now(), last_ip = p_ip, last_user_agent = p_user_agent
-           where id = r.id;
-          insert into audit_event (type, client_id, user_id, family_id, ip, user_agent, detail)
-          values ('refresh_token.retried', r.client_id, r.user_id, r.id, p_ip, p_user_agent,
-                  jsonb_build_object('token_id', r.token_id, 'successor_id', s_id));
-          return query select 'retried', r.id, r.user_id, r.scope, r.auth_time, r.expires_at, r.username, r.roles, idx;
-          return;
-        end if;
-        -- RFC 9700 §4.14.2: a used token presented again means a copy was stolen.
-        update refresh_token_family set revoked_at = now(), revoked_reason = 'reuse_detected' where id = r.id;
-        insert into audit_event (type, client_id, user_id, family_id, ip, user_agent, detail)
-        values ('refresh_token.reuse_detected', r.client_id, r.user_id, r.id, p_ip, p_user_agent,
-                jsonb_build_object('token_id', r.token_id));
-        return query select 'reused', r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
-        return;
-      end if;
-
+      -- A used token is a retry when it is the immediate parent of the family's newest (unused)
+      -- token and that successor was issued less than the grace window ago; otherwise it is
+      -- reuse (RFC 9700 §4.14.2: a used token presented again means a copy was stolen).
+      elsif r.used_at is not null and not (s_id is not null and s_used_at is null and s_in_grace) then outcome := 'reused';
       -- RFC 6749 §6: a refresh may narrow the scope, never widen it.
-      if p_scope is not null and not (p_scope <@ string_to_array(r.scope, ' ')) then outcome := 'invalid_scope';
-      end if;
-      if outcome is not null then
-        return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
-        return;
+      elsif p_scope is not null and not (p_scope <@ string_to_array(r.scope, ' ')) then outcome := 'invalid_scope';
+      elsif r.used_at is not null then
+        idx := array_position(p_successor_hashes, s_hash);
+        outcome := case when idx is null then 'retry_mismatch' else 'retried' end;
+      else outcome := 'rotated';
       end if;
 
-      -- Successors inherit the family's absolute expiry.
-      insert into refresh_token (family_id, token_hash, parent_id, expires_at)
-      values (r.id, p_successor_hashes[1], r.token_id, least(now() + make_interval(secs => p_idle_seconds), r.expires_at))
-      returning id into new_id;
-      update refresh_token set used_at = now(), successor_id = new_id where id = r.token_id;
-      update refresh_token_family
-         set last_used_at = now(), last_ip = p_ip, last_user_agent = p_user_agent
-       where id = r.id;
-      insert into audit_event (type, client_id, user_id, family_id, ip, user_agent, detail)
-      values ('refresh_token.rotated', r.client_id, r.user_id, r.id, p_ip, p_user_agent,
-              jsonb_build_object('token_id', r.token_id, 'successor_id', new_id));
-      return query select 'rotated', r.id, r.user_id, r.scope, r.auth_time, r.expires_at, r.username, r.roles, 1;
+      -- Act.
+      if outcome = 'reused' then
+        update refresh_token_family set revoked_at = now(), revoked_reason = 'reuse_detected' where id = r.id;
+      elsif outcome = 'rotated' then
+        -- Successors inherit the family's absolute expiry.
+        insert into refresh_token (family_id, token_hash, parent_id, expires_at)
+        values (r.id, p_successor_hashes[1], r.token_id, least(now() + make_interval(secs => p_idle_seconds), r.expires_at))
+        returning id into s_id;
+        update refresh_token set used_at = now(), successor_id = s_id where id = r.token_id;
+      end if;
+      if outcome in ('rotated', 'retried') then
+        update refresh_token_family
+           set last_used_at = now(), last_ip = p_ip, last_user_agent = p_user_agent
+         where id = r.id;
+      end if;
+      if outcome in ('rotated', 'retried', 'reused') then
+        insert into audit_event (type, client_id, user_id, family_id, ip, user_agent, detail)
+        values ('refresh_token.' || case outcome when 'reused' then 'reuse_detected' else outcome end,
+                r.client_id, r.user_id, r.id, p_ip, p_user_agent,
+                jsonb_strip_nulls(jsonb_build_object('token_id', r.token_id, 'successor_id', case when outcome = 'reused' then null else s_id end)));
+      end if;
+
+      if outcome in ('rotated', 'retried') then
+        return query select outcome, r.id, r.user_id, r.scope, r.auth_time, r.expires_at, r.username, r.roles, idx;
+      else
+        return query select outcome, r.id, r.user_id, null::text, null::timestamptz, null::timestamptz, null::text, null::text[], null::integer;
+      end if;
     end
     $fn$
   `.execute(db)

@@ -1,11 +1,13 @@
 // Validation of the parameters of the sessions and audit queries, shared by the admin API
 // (which answers 400 invalid_request) and the CLI (exit code 2). Pure: no I/O.
 import { AUDIT_MAX_LIMIT } from '../audit/audit.store.js'
+import { UUID } from '../tokens/access-token.js'
 
 /** A parameter that is malformed; the message is safe to show. */
 export class ParamError extends Error {}
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** A UUID in any letter case (people paste them upper-cased); stored ones are lower case. */
+const isUuid = (value: string) => UUID.test(value.toLowerCase())
 // The same alphabet `tessera users create` allows.
 const USERNAME = /^[\p{L}\p{N}._@+-]{1,256}$/u
 // RFC 3339 / ISO 8601: a date (midnight UTC), or a date and time with Z or an offset.
@@ -16,7 +18,7 @@ const INT8_MAX = 9223372036854775807n
 
 /** A family (session) id: a UUID, lower-cased. */
 export function parseUuid(value: string, name: string): string {
-  if (!UUID.test(value)) throw new ParamError(`${name} must be a UUID`)
+  if (!isUuid(value)) throw new ParamError(`${name} must be a UUID`)
   return value.toLowerCase()
 }
 
@@ -24,7 +26,7 @@ export function parseUuid(value: string, name: string): string {
 export type UserRef = { id: string } | { username: string }
 
 export function parseUserRef(value: string, name = 'user'): UserRef {
-  if (UUID.test(value)) return { id: value.toLowerCase() }
+  if (isUuid(value)) return { id: value.toLowerCase() }
   if (!USERNAME.test(value)) throw new ParamError(`${name} must be a user id (UUID) or a username`)
   return { username: value }
 }
@@ -77,7 +79,7 @@ export function parseSessionCursor(value: string, name = 'cursor'): { createdAt:
   // Date.parse rolls impossible dates over (Feb 31 → Mar 3): the instant must print back as given.
   const ms = m ? Date.parse(m[1]!) : NaN
   const roundTrips = Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === m![1]!.slice(0, 19)
-  if (value.length > 128 || !m || !UUID.test(m[2]!) || !roundTrips) throw new ParamError(`${name} must be the next_cursor of a previous page`)
+  if (value.length > 128 || !m || !isUuid(m[2]!) || !roundTrips) throw new ParamError(`${name} must be the next_cursor of a previous page`)
   return { createdAt: m[1]!, id: m[2]! }
 }
 

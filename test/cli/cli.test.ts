@@ -12,11 +12,11 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp } from '../../src/app.js'
-import { run } from '../../src/cli/main.js'
 import { loadConfig, type Env } from '../../src/config.js'
 import { databaseTarget, openDatabase } from '../../src/db/connect.js'
 import { PasswordHasher } from '../../src/users/passwords.js'
 import { basic, FORM, form, freshDatabase, testEnv, TEST_KEK } from '../helpers/app.js'
+import { runTessera, type CliResult } from '../helpers/cli.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const MIGRATIONS = readdirSync(join(ROOT, 'migrations'))
@@ -25,31 +25,8 @@ const MIGRATIONS = readdirSync(join(ROOT, 'migrations'))
   .sort()
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-interface CliResult {
-  code: number
-  out: string
-  err: string
-  stdinReads: number
-  json(): any
-}
-
-/** Runs the CLI in-process with captured output and a fixed standard input. */
-async function tessera(args: string[], env: Env, stdin = 'the password\n'): Promise<CliResult> {
-  const outs: string[] = []
-  const errs: string[] = []
-  let stdinReads = 0
-  const code = await run(args, {
-    env,
-    out: (line) => outs.push(line),
-    err: (line) => errs.push(line),
-    readStdin: async () => {
-      stdinReads++
-      return stdin
-    },
-  })
-  const out = outs.join('\n')
-  return { code, out, err: errs.join('\n'), stdinReads, json: () => JSON.parse(out) }
-}
+/** The CLI with a password on standard input by default. */
+const tessera = (args: string[], env: Env, stdin = 'the password\n'): Promise<CliResult> => runTessera(args, env, stdin)
 
 /** A fresh migrated database, a CLI bound to it and a direct connection for checking rows. */
 async function setup(t: Test) {

@@ -7,17 +7,11 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import type { JWK } from 'jose'
-import { run } from '../../src/cli/main.js'
 import type { Env } from '../../src/config.js'
 import { freshDatabase, TEST_KEK, testEnv } from '../helpers/app.js'
+import { runTessera } from '../helpers/cli.js'
 
-async function tessera(args: string[], env: Env) {
-  const outs: string[] = []
-  const errs: string[] = []
-  const code = await run(args, { env, out: (l) => outs.push(l), err: (l) => errs.push(l), readStdin: async () => '' })
-  const out = outs.join('\n')
-  return { code, out, err: errs.join('\n'), json: () => JSON.parse(out) }
-}
+const tessera = (args: string[], env: Env) => runTessera(args, env)
 
 async function setup(t: Test) {
   const url = await freshDatabase(t)

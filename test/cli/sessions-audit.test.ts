@@ -4,7 +4,6 @@ import { Writable } from 'node:stream'
 import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp } from '../../src/app.js'
-import { run } from '../../src/cli/main.js'
 import { createClient } from '../../src/clients/clients.store.js'
 import { loadConfig, type Env } from '../../src/config.js'
 import { databaseTarget, openDatabase } from '../../src/db/connect.js'
@@ -12,24 +11,12 @@ import { migrateToLatest } from '../../src/db/migrate.js'
 import { PasswordHasher } from '../../src/users/passwords.js'
 import { createUser } from '../../src/users/users.store.js'
 import { basic, FORM, form, freshDatabase, testEnv } from '../helpers/app.js'
+import { runTessera, type CliResult } from '../helpers/cli.js'
 
 const PASSWORD = 'correct horse battery'
 const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>
 
-interface CliResult {
-  code: number
-  out: string
-  err: string
-  json(): any
-}
-
-async function tessera(args: string[], env: Env): Promise<CliResult> {
-  const outs: string[] = []
-  const errs: string[] = []
-  const code = await run(args, { env, out: (l) => outs.push(l), err: (l) => errs.push(l), readStdin: async () => '' })
-  const out = outs.join('\n')
-  return { code, out, err: errs.join('\n'), json: () => JSON.parse(out) }
-}
+const tessera = (args: string[], env: Env): Promise<CliResult> => runTessera(args, env)
 
 /** A migrated database with alice and bob, a client, a server on it, and the CLI bound to it. */
 async function setup(t: Test) {

@@ -8,8 +8,9 @@ import { dirname, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type { JSONWebKeySet } from 'jose'
+import pg from 'pg'
 import type { Test } from 'tap'
-import { basic, FORM, form } from './app.js'
+import { basic, FORM, form, TEST_KEK } from './app.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const BIN = join('bin', 'tessera.js')
@@ -156,3 +157,29 @@ export function checkLogs(t: Test, proc: Proc, secrets: string[]) {
   return lines.map((l) => JSON.parse(l) as Body)
 }
 
+
+/** The environment of production instances sharing the PostgreSQL at `url` (migrated by command). */
+export function sharedDatabaseEnv(t: Test, url: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...baseEnv(),
+    DATABASE_URL: url,
+    NODE_ENV: 'production',
+    ISSUER: 'https://tessera.test',
+    KEY_ENCRYPTION_KEY: TEST_KEK,
+    CACHE_REFRESH_SECONDS: '1',
+    MIGRATE_ON_START: 'false',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    DATA_DIR: tmpDir(t),
+    ...extra,
+  }
+}
+
+/** A direct connection to `url` for checking rows; closed at teardown, before the database is dropped. */
+export async function sqlClient(t: Test, url: string): Promise<pg.Client> {
+  const sql = new pg.Client({ connectionString: url })
+  sql.on('error', () => undefined) // the database is dropped with (force) at teardown
+  await sql.connect()
+  t.teardown(() => sql.end()) // LIFO: before freshDatabase drops the database
+  return sql
+}

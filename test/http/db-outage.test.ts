@@ -183,12 +183,18 @@ async function seed(app: TestApp) {
   return { api, spa }
 }
 
-t.test('connection to PostgreSQL cut: every endpoint that needs it answers 503 temporarily_unavailable, never 500 or invalid_grant; nothing half-written; recovery without restart (#126, #79, #129)', async (t) => {
+/** A seeded app on the real database, and a second app ("edge") on the same database through the proxy. */
+async function outageSetup(t: Test, edgeEnv: Record<string, string> = {}) {
   const crashes = watchCrashes(t)
   const app = await testApp(t)
   const { api, spa } = await seed(app)
   const { proxy, proxiedUrl } = await startProxy(t, app.databaseUrl!)
-  const edge = await proxiedApp(t, proxy, proxiedUrl, { CACHE_REFRESH_SECONDS: '1' })
+  const edge = await proxiedApp(t, proxy, proxiedUrl, edgeEnv)
+  return { crashes, app, api, spa, proxy, edge }
+}
+
+t.test('connection to PostgreSQL cut: every endpoint that needs it answers 503 temporarily_unavailable, never 500 or invalid_grant; nothing half-written; recovery without restart (#126, #79, #129)', async (t) => {
+  const { crashes, app, api, spa, proxy, edge } = await outageSetup(t, { CACHE_REFRESH_SECONDS: '1' })
 
   const session = await login(edge.app, api)
   const spaLogin = await cookieLogin(edge.app, spa.id)
@@ -275,11 +281,7 @@ t.test('connection to PostgreSQL cut: every endpoint that needs it answers 503 t
 })
 
 t.test('the connection of a request in flight is reset: that request gets 503 and the process survives (#126, #127)', async (t) => {
-  const crashes = watchCrashes(t)
-  const app = await testApp(t)
-  const { api } = await seed(app)
-  const { proxy, proxiedUrl } = await startProxy(t, app.databaseUrl!)
-  const edge = await proxiedApp(t, proxy, proxiedUrl, { DB_LOCK_TIMEOUT_MS: '10000' })
+  const { crashes, app, api, proxy, edge } = await outageSetup(t, { DB_LOCK_TIMEOUT_MS: '10000' })
   const first = await login(edge.app, api)
   // Hold the family lock on the real database, so the refresh sits in its transaction, query active.
   const locker = new pg.Client({ connectionString: app.databaseUrl })
@@ -300,11 +302,7 @@ t.test('the connection of a request in flight is reset: that request gets 503 an
 })
 
 t.test('30 concurrent refreshes of one token with the connection cut midway: only 503s, at most one successor, no orphan rows (#126, #127, #53)', async (t) => {
-  const crashes = watchCrashes(t)
-  const app = await testApp(t)
-  const { api } = await seed(app)
-  const { proxy, proxiedUrl } = await startProxy(t, app.databaseUrl!)
-  const edge = await proxiedApp(t, proxy, proxiedUrl)
+  const { crashes, app, api, proxy, edge } = await outageSetup(t)
   const first = await login(edge.app, api)
 
   let cut = false
@@ -412,11 +410,7 @@ t.test('pool exhausted by lock waits: 12 refreshes on a pool of 3 all end in 503
 // Packets vanish: no RST, so only a client-side timeout can end the wait. The bound allowed here is
 // the statement timeout (15 s for this config) plus slack: a query that ran that long is dead anyway.
 t.test('network partition (packets dropped, no reset): a refresh ends in 503 within statement timeout + 5 s, not hang (#131, #126)', async (t) => {
-  const crashes = watchCrashes(t)
-  const app = await testApp(t)
-  const { api } = await seed(app)
-  const { proxy, proxiedUrl } = await startProxy(t, app.databaseUrl!)
-  const edge = await proxiedApp(t, proxy, proxiedUrl)
+  const { crashes, app, api, proxy, edge } = await outageSetup(t)
   const first = await login(edge.app, api) // leaves idle pooled connections behind
   proxy.blackhole()
   const start = performance.now()

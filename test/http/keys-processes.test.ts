@@ -4,38 +4,24 @@
 // Needs a built dist/ (`npm run build`) and `npm test`'s PostgreSQL.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
-import pg from 'pg'
 import t from 'tap'
-import { freshDatabase, TEST_KEK } from '../helpers/app.js'
-import { API, baseEnv, exitWithin, freePort, getJwks, runCli, startServer, tmpDir, token, waitReady, type Body, type Server } from '../helpers/processes.js'
+import { freshDatabase } from '../helpers/app.js'
+import { API, exitWithin, freePort, getJwks, runCli, sharedDatabaseEnv, sqlClient, startServer, token, waitReady, type Body, type Server } from '../helpers/processes.js'
 
 t.test('three processes, one schedule: exactly one new key per rotation, the same JWKS everywhere', async (t) => {
   const url = await freshDatabase(t)
-  const env = {
-    ...baseEnv(),
-    DATABASE_URL: url,
-    NODE_ENV: 'production',
-    ISSUER: 'https://tessera.test',
-    KEY_ENCRYPTION_KEY: TEST_KEK,
-    MIGRATE_ON_START: 'false',
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    DATA_DIR: tmpDir(t),
+  const env = sharedDatabaseEnv(t, url, {
     // Publish lead = 0 + 1 + 0 = 1 s; a new key every 10 s.
     KEY_ROTATION_INTERVAL_SECONDS: '10',
     JWKS_MAX_AGE_SECONDS: '0',
-    CACHE_REFRESH_SECONDS: '1',
     KEY_CLOCK_SKEW_SECONDS: '0',
-  }
+  })
   t.equal((await runCli(t, ['migrate'], env)).code, 0)
   const created = await runCli(t, ['clients', 'create', '--name', 'api', '--grant-types', 'client_credentials', '--scopes', 'read', '--audience', API], env)
   t.equal(created.code, 0, created.stderr)
   const c = JSON.parse(created.stdout) as Body
   const client = { id: c.client_id as string, secret: c.client_secret as string }
-  const sql = new pg.Client({ connectionString: url })
-  sql.on('error', () => undefined)
-  await sql.connect()
-  t.teardown(() => sql.end())
+  const sql = await sqlClient(t, url)
 
   const servers: Server[] = []
   for (const name of ['A', 'B', 'C']) servers.push(startServer(t, name, env, await freePort()))

@@ -3,29 +3,16 @@
 // then a grandparent replay on one instance ends the family for all of them.
 import { createHash } from 'node:crypto'
 import { decodeJwt } from 'jose'
-import pg from 'pg'
 import t from 'tap'
-import { freshDatabase, TEST_KEK } from '../helpers/app.js'
-import { ALICE_PASSWORD, API, baseEnv, checkLogs, exitWithin, freePort, runCli, startServer, tmpDir, token, waitReady, type Body } from '../helpers/processes.js'
+import { freshDatabase } from '../helpers/app.js'
+import { ALICE_PASSWORD, API, checkLogs, exitWithin, freePort, runCli, sharedDatabaseEnv, sqlClient, startServer, token, waitReady, type Body } from '../helpers/processes.js'
 
 const INSTANCES = 3
 const REFRESHES = 240
 
 t.test(`${INSTANCES} instances, ${REFRESHES} simultaneous refreshes of one token, then a grandparent replay`, async (t) => {
   const url = await freshDatabase(t)
-  const env = {
-    ...baseEnv(),
-    DATABASE_URL: url,
-    NODE_ENV: 'production',
-    ISSUER: 'https://tessera.test',
-    KEY_ENCRYPTION_KEY: TEST_KEK,
-    CACHE_REFRESH_SECONDS: '1',
-    MIGRATE_ON_START: 'false',
-    REFRESH_GRACE_SECONDS: '30',
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    DATA_DIR: tmpDir(t),
-  }
+  const env = sharedDatabaseEnv(t, url, { REFRESH_GRACE_SECONDS: '30' })
   t.equal((await runCli(t, ['migrate'], env)).code, 0, 'migrate')
   t.equal((await runCli(t, ['users', 'create', '--username', 'alice', '--password-stdin'], env, ALICE_PASSWORD + '\n')).code, 0, 'users create')
   const created = await runCli(t, ['clients', 'create', '--name', 'api', '--grant-types', 'password,refresh_token', '--scopes', 'openid,read', '--audience', API], env)
@@ -33,10 +20,7 @@ t.test(`${INSTANCES} instances, ${REFRESHES} simultaneous refreshes of one token
   const createdJson = JSON.parse(created.stdout) as Body
   const client = { id: createdJson.client_id as string, secret: createdJson.client_secret as string }
 
-  const sql = new pg.Client({ connectionString: url })
-  sql.on('error', () => undefined)
-  await sql.connect()
-  t.teardown(() => sql.end())
+  const sql = await sqlClient(t, url)
 
   const ports = new Set<number>()
   while (ports.size < INSTANCES) ports.add(await freePort())

@@ -8,11 +8,10 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
-import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { freshDatabase, TEST_KEK } from '../helpers/app.js'
-import { ALICE_PASSWORD, API, baseEnv, checkLogs, exitWithin, freePort, getJwks, runCli, startServer, tmpDir, token, waitReady, type Body } from '../helpers/processes.js'
+import { ALICE_PASSWORD, API, baseEnv, checkLogs, exitWithin, freePort, getJwks, runCli, sharedDatabaseEnv, sqlClient, startServer, tmpDir, token, waitReady, type Body } from '../helpers/processes.js'
 
 const mode = (file: string) => statSync(file).mode & 0o777
 
@@ -119,19 +118,8 @@ t.test('production mode refuses insecure settings', async (t) => {
 
 t.test('two instances on one PostgreSQL', async (t) => {
   const url = await freshDatabase(t)
-  const dataDir = tmpDir(t)
-  const env = {
-    ...baseEnv(),
-    DATABASE_URL: url,
-    NODE_ENV: 'production',
-    ISSUER: 'https://tessera.test',
-    KEY_ENCRYPTION_KEY: TEST_KEK,
-    CACHE_REFRESH_SECONDS: '1',
-    MIGRATE_ON_START: 'false',
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    DATA_DIR: dataDir,
-  }
+  const env = sharedDatabaseEnv(t, url)
+  const dataDir = env.DATA_DIR!
 
   const migrated = await runCli(t, ['migrate'], env)
   t.equal(migrated.code, 0, `migrate: ${migrated.stderr}`)
@@ -144,10 +132,7 @@ t.test('two instances on one PostgreSQL', async (t) => {
   const client = { id: createdJson.client_id as string, secret: createdJson.client_secret as string }
   t.match(client, { id: /^\S+$/, secret: /^tessera_cs_/ })
 
-  const sql = new pg.Client({ connectionString: url })
-  sql.on('error', () => undefined) // the database is dropped with (force) at teardown
-  await sql.connect()
-  t.teardown(() => sql.end()) // LIFO: before freshDatabase drops the database
+  const sql = await sqlClient(t, url)
 
   const portA = await freePort()
   let portB = await freePort()
