@@ -1,6 +1,5 @@
 // Interoperability over real HTTP with real client libraries: openid-client v6 (discovery,
 // grants, userinfo, revocation, introspection) and jose's remote JWKS verifier.
-import { createServer } from 'node:net'
 import t from 'tap'
 import type { Test } from 'tap'
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify } from 'jose'
@@ -8,21 +7,10 @@ import * as oidc from 'openid-client'
 import { parseKek } from '../../src/keys/kek.js'
 import { rotateKey, scheduleRotation } from '../../src/keys/keys.store.js'
 import { TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+import { freePort } from '../helpers/processes.js'
 
 const API = 'https://api.example.com'
 const PASSWORD = 'correct horse battery'
-
-/** A port that was free a moment ago (the issuer must name it before the app is built). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 /** Tessera listening on 127.0.0.1 with an issuer that is its own URL, a client, and openid-client configured by discovery. */
 async function served(t: Test) {
