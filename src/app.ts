@@ -1,11 +1,11 @@
-import { join } from 'node:path'
 import type { Writable } from 'node:stream'
 import fastifyCookie from '@fastify/cookie'
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { ClientCache } from './clients/client-cache.js'
+import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { DatabaseHandle } from './db/connect.js'
-import { Housekeeper } from './housekeeping.js'
+import { housekeepingJob } from './housekeeping/housekeeping.js'
 import { adminAuditRoute } from './http/admin/audit.route.js'
 import { adminKeysRoute } from './http/admin/keys.route.js'
 import { adminSessionsRoute } from './http/admin/sessions.route.js'
@@ -22,15 +22,20 @@ import { revokeRoute } from './http/revoke.route.js'
 import { tokenRoute } from './http/token.route.js'
 import { userinfoRoute } from './http/userinfo.route.js'
 import { wellKnownRoute } from './http/well-known.route.js'
-import { developmentKek, kekSet, parseKek, type Kek, type KekSet } from './keys/kek.js'
+import { Job, type JobDeps } from './jobs.js'
+import { resolveKek, resolveKeks } from './keys/kek.js'
+import { keySyncJob } from './keys/key-sync.js'
 import { Keyring } from './keys/keyring.js'
-import { ensureActiveKey } from './keys/keys.store.js'
+import { ensureActiveKey } from './keys/lifecycle.js'
 import { keyPolicy } from './keys/policy.js'
 import { loggerOptions } from './logging.js'
 import { Metrics } from './metrics.js'
 import type { Services } from './services.js'
+import { refreshTokens } from './tokens/refresh-tokens.js'
 import { SuccessorDeriver } from './tokens/successor.js'
+import { TokenIssuer } from './tokens/token-issuer.js'
 import { PasswordHasher } from './users/passwords.js'
+import { userLogin } from './users/user-login.js'
 
 /** Routes whose successful requests are logged at debug level (see the onResponse hook). */
 export const QUIET_ROUTES = new Set(['/.well-known/jwks.json', '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/healthz', '/readyz', '/metrics'])
@@ -40,30 +45,17 @@ export interface BuildOptions {
   database: DatabaseHandle
   /** Where log lines go (tests capture them); stdout by default. */
   logStream?: Writable
-  /** Milliseconds since the epoch; tests pass a controllable clock. */
-  now?: () => number
+  /** The clock of everything that reads the time or waits for it; tests pass one they move. */
+  clock?: Clock
 }
 
 export interface Tessera {
   app: FastifyInstance
   services: Services
+  /** The background jobs of this instance (they also run on demand). */
+  jobs: { readonly keySync: Job; readonly housekeeping: Job }
   /** Drains in-flight requests, stops background work; the database is the caller's to close. */
   close(): Promise<void>
-}
-
-/** The key-encryption key: from the environment, or in development a generated key file. */
-export function resolveKek(config: Config, warn: (msg: string) => void): Kek {
-  if (config.keyEncryptionKey) return parseKek(config.keyEncryptionKey)
-  if (config.env === 'production') throw new Error('KEY_ENCRYPTION_KEY is required in production')
-  const file = join(config.dataDir, 'dev-key-encryption-key')
-  const { kek, created } = developmentKek(file)
-  if (created) warn(`DEVELOPMENT ONLY: generated a key-encryption key in ${file}; set KEY_ENCRYPTION_KEY in production`)
-  return kek
-}
-
-/** The current KEK and the earlier ones (`KEY_ENCRYPTION_KEYS_PREVIOUS`) still accepted for decryption. */
-export function resolveKeks(config: Config, current: Kek): KekSet {
-  return kekSet(current, config.keyEncryptionKeysPrevious.map(parseKek))
 }
 
 /** Builds the HTTP app on an open, migrated database. */
@@ -82,31 +74,40 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
   })
 
-  const warn = (msg: string) => app.log.warn(msg)
-  const kek = resolveKek(config, warn)
+  const clock = opts.clock ?? systemClock
+  const db = database.db
+  const kek = resolveKek(config, (msg) => app.log.warn(msg))
+  const keks = resolveKeks(config, kek)
   const policy = keyPolicy(config)
-  const created = await ensureActiveKey(database.db, config.signingAlg, kek, { now: (opts.now ?? Date.now)(), policy })
+  const created = await ensureActiveKey(db, { keks, policy, nowMs: clock.nowMs() })
   if (created.created) {
     app.log.warn({ kid: created.created, alg: config.signingAlg }, config.env === 'production' ? 'no signing key existed: generated one' : 'DEVELOPMENT: generated a signing key (rotate it with `tessera keys rotate`)')
   }
-  const keks = resolveKeks(config, kek)
-  const keyring = new Keyring(database.db, keks, { policy, refreshSeconds: config.cacheRefreshSeconds, now: opts.now ?? Date.now, log: app.log })
-  await keyring.start()
+  const metrics = new Metrics()
+  const jobDeps: JobDeps = { clock, log: app.log, count: (job, outcome) => metrics.jobRun(job, outcome) }
+  const keyring = new Keyring(db, keks, { policy, clock, log: app.log })
+  const keySync = new Job(keySyncJob({ db, keyring, clock, log: app.log, refreshSeconds: config.cacheRefreshSeconds }), jobDeps)
+  // Load the keys, and run a due schedule step (the standby of a first key) before serving.
+  await keyring.reload()
+  await keySync.run()
   if (!keyring.canSign()) {
-    keyring.stop()
     throw new Error('cannot decrypt the active signing key with KEY_ENCRYPTION_KEY (wrong key, or a tampered row): refusing to start')
   }
 
   const services: Services = {
     config,
-    db: database.db,
+    clock,
+    db,
     keyring,
-    clients: new ClientCache(database.db, config.cacheRefreshSeconds),
-    hasher: new PasswordHasher(config.argon2),
-    metrics: new Metrics(),
+    clients: new ClientCache(db, config.cacheRefreshSeconds, clock),
+    metrics,
+    tokens: new TokenIssuer(keyring, config.issuer, config.accessTokenTtlSeconds, clock),
     // Retries across a KEK rotation still find the successor derived under a previous KEK.
-    successors: new SuccessorDeriver([keks.current, ...keks.previous]),
-    now: opts.now ?? Date.now,
+    refreshTokens: refreshTokens(db, new SuccessorDeriver([keks.current, ...keks.previous]), {
+      lifetimes: { idleSeconds: config.refreshTokenIdleTtlSeconds, absoluteSeconds: config.refreshTokenAbsoluteTtlSeconds },
+      graceSeconds: config.refreshGraceSeconds,
+    }),
+    users: userLogin(db, new PasswordHasher(config.argon2)),
   }
 
   // Cookies are parsed only where they are read (/refresh, /logout), not on every request.
@@ -143,15 +144,16 @@ export async function buildApp(opts: BuildOptions): Promise<Tessera> {
   adminKeysRoute(app, services)
 
   await app.ready()
-  const housekeeper = new Housekeeper(database.db, config, services.metrics, app.log)
-  housekeeper.start()
+  const housekeeping = new Job(housekeepingJob(db, config, metrics, clock, app.log), jobDeps)
+  keySync.start()
+  housekeeping.start()
   return {
     app,
     services,
+    jobs: { keySync, housekeeping },
     close: async () => {
       state.draining = true
-      keyring.stop()
-      await housekeeper.stop()
+      await Promise.all([keySync.stop(), housekeeping.stop()])
       await app.close()
     },
   }

@@ -55,6 +55,18 @@ export class OAuthError extends Error {
   }
 }
 
+/**
+ * Bad input from a caller, with a message that is safe to show (no secret, no key material).
+ * The HTTP error handler answers it `400 invalid_request`; the CLI exits 2 with it. Parsers and
+ * validators shared by the admin API and the CLI throw it, so neither translates by hand.
+ */
+export class InputError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'InputError'
+  }
+}
+
 // SQLSTATE classes and codes that mean "the database cannot serve us right now".
 const UNAVAILABLE_SQLSTATES = new Set([
   '57P01', // admin_shutdown

@@ -1,8 +1,10 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
 import type { OAuthErrorCode } from './errors.js'
+import { GRANT_TYPES, type GrantType } from './grants/grant-types.js'
+import type { JobName } from './jobs.js'
 
 /** How a token response came about: a `/token` grant, or `/login`. */
-export type TokenGrant = 'client_credentials' | 'password' | 'refresh_token' | 'login'
+export type TokenGrant = GrantType | 'login'
 
 /** What happened to a refresh-token family or one of its tokens. */
 export type RefreshEvent = 'issued' | 'rotated' | 'retried' | 'reuse_detected' | 'revoked'
@@ -13,7 +15,8 @@ export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detec
 /** Tables the housekeeping job deletes from. */
 export type HousekeepingTable = 'refresh_token_family' | 'refresh_token' | 'revoked_access_token' | 'audit_event'
 
-const GRANTS: readonly TokenGrant[] = ['client_credentials', 'password', 'refresh_token', 'login']
+const GRANTS: readonly TokenGrant[] = [...GRANT_TYPES, 'login']
+const JOBS: readonly JobName[] = ['key_sync', 'housekeeping']
 const EVENTS: readonly Exclude<RefreshEvent, 'revoked'>[] = ['issued', 'rotated', 'retried', 'reuse_detected']
 const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event']
 // Anything else (WebDAV verbs and the like from scanners) is one series, not one per verb.
@@ -43,7 +46,8 @@ export class Metrics {
   private readonly oauthErrors: Counter<'code'>
   private readonly refreshEvents: Counter<'event' | 'reason'>
   private readonly housekeepingDeleted: Counter<'table'>
-  private readonly housekeepingRuns: Counter<'outcome'>
+  /** One counter per background job, `tessera_<job>_runs_total{outcome}`. */
+  private readonly jobRuns = new Map<JobName, Counter<'outcome'>>()
   private readonly keysRevoked: Counter
   private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>
   // The histogram's children by "method route status": one Map lookup per request instead of
@@ -62,7 +66,11 @@ export class Metrics {
     })
     this.housekeepingDeleted = new Counter({ name: 'tessera_housekeeping_deleted_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
     this.keysRevoked = new Counter({ name: 'tessera_signing_keys_revoked_total', help: 'Signing keys revoked through the admin API of this instance (emergency revokes)', registers })
-    this.housekeepingRuns = new Counter({ name: 'tessera_housekeeping_runs_total', help: 'Housekeeping runs of this instance, by outcome (ok, error)', labelNames: ['outcome'], registers })
+    for (const job of JOBS) {
+      const counter = new Counter({ name: `tessera_${job}_runs_total`, help: `Runs of the ${job} background job of this instance, by outcome (ok, error)`, labelNames: ['outcome'], registers })
+      for (const outcome of ['ok', 'error']) counter.inc({ outcome }, 0)
+      this.jobRuns.set(job, counter)
+    }
     this.requestDuration = new Histogram({
       name: 'tessera_http_request_duration_seconds',
       help: 'HTTP request duration, by method, route pattern (unmatched for unknown paths) and status code',
@@ -73,7 +81,6 @@ export class Metrics {
     for (const grant of GRANTS) this.tokensIssued.inc({ grant }, 0)
     for (const event of EVENTS) this.refreshEvents.inc({ event, reason: '' }, 0)
     for (const table of TABLES) this.housekeepingDeleted.inc({ table }, 0)
-    for (const outcome of ['ok', 'error']) this.housekeepingRuns.inc({ outcome }, 0)
   }
 
   /** A signing key was revoked (emergency) through this instance. */
@@ -107,9 +114,9 @@ export class Metrics {
     if (rows > 0) this.housekeepingDeleted.inc({ table }, rows)
   }
 
-  /** A housekeeping run ended. */
-  housekeepingRun(outcome: 'ok' | 'error'): void {
-    this.housekeepingRuns.inc({ outcome })
+  /** A run of a background job ended. */
+  jobRun(job: JobName, outcome: 'ok' | 'error'): void {
+    this.jobRuns.get(job)?.inc({ outcome })
   }
 
   /** One request: `route` is the matched route pattern, undefined when nothing matched. */

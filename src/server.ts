@@ -5,11 +5,12 @@ import { databaseTarget, openDatabase, type DatabaseHandle } from './db/connect.
 import { migrateToLatest } from './db/migrate.js'
 import { seedDemo } from './demo.js'
 import { isDatabaseUnavailable } from './errors.js'
+import { systemClock } from './clock.js'
 
 /** Opens the configured database and applies migrations where that is automatic. */
 export async function openConfiguredDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<DatabaseHandle> {
   // Before the app's logger exists: the same JSON line shape on stderr.
-  const log = { warn: (obj: object, msg: string) => console.error(JSON.stringify({ level: 40, time: Date.now(), ...obj, msg })) }
+  const log = { warn: (obj: object, msg: string) => console.error(JSON.stringify({ level: 40, time: systemClock.nowMs(), ...obj, msg })) }
   const handle = await openDatabase(databaseTarget(config), log)
   try {
     // The embedded database always migrates itself; PostgreSQL when MIGRATE_ON_START (development).

@@ -13,6 +13,8 @@ export type AuditType =
   | 'access_token.revoked'
   | 'admin.sessions_revoked'
   | 'signing_key.revoked'
+  | 'user.disabled'
+  | 'client.disabled'
 
 export interface AuditEvent {
   type: AuditType

@@ -1,8 +1,8 @@
-import { listAuditEvents, type AuditFilter } from '../audit/audit.store.js'
+import { listAuditEvents } from '../audit/audit.store.js'
 import type { Config } from '../config.js'
-import { parseAuditCursor, parseClientId, parseEventType, parseInstant, parseLimit, parseUuid } from '../sessions/params.js'
+import { parseAuditFilter } from '../sessions/params.js'
 import { CliError, parseOptions, printJson, type CliIo } from './io.js'
-import { cliParam, cliUser } from './sessions.js'
+import { cliUser } from './sessions.js'
 import { withDatabase } from './with-db.js'
 
 /** `tessera audit list`: events newest first, one page; `--cursor` takes the last id shown. */
@@ -19,15 +19,7 @@ export async function auditCommand(config: Config, args: string[], io: CliIo): P
     limit: { type: 'string' },
     cursor: { type: 'string' },
   })
-  const filter: AuditFilter = {
-    type: o.type === undefined ? undefined : cliParam(() => parseEventType(o.type!, '--type')),
-    familyId: o.family === undefined ? undefined : cliParam(() => parseUuid(o.family!, '--family')),
-    clientId: o.client === undefined ? undefined : cliParam(() => parseClientId(o.client!, '--client')),
-    since: o.since === undefined ? undefined : cliParam(() => parseInstant(o.since!, '--since')),
-    until: o.until === undefined ? undefined : cliParam(() => parseInstant(o.until!, '--until')),
-    limit: o.limit === undefined ? undefined : cliParam(() => parseLimit(o.limit!, undefined, '--limit')),
-    cursor: o.cursor === undefined ? undefined : cliParam(() => parseAuditCursor(o.cursor!, '--cursor')),
-  }
+  const filter = parseAuditFilter(o, (name) => `--${name}`)
   const page = await withDatabase(config, async (db) => {
     if (o.username !== undefined) filter.userId = (await cliUser(db, o.username, 'audit list')).id
     return listAuditEvents(db, filter)

@@ -1,5 +1,9 @@
 import type { Config } from '../config.js'
-import { createClient, disableClient, GRANT_TYPES, listClients, type Client, type GrantType } from '../clients/clients.store.js'
+import { CLI_CONTEXT } from '../audit/context.js'
+import type { Client } from '../clients/client.js'
+import { createClient, listClients } from '../clients/clients.store.js'
+import { disableClient } from '../clients/disable-client.js'
+import { GRANT_TYPES, type GrantType } from '../grants/grant-types.js'
 import { CliError, list, parseOptions, printJson, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
 
@@ -72,7 +76,7 @@ export async function clientsCommand(config: Config, args: string[], io: CliIo):
     case 'disable': {
       const o = parseOptions(rest, { id: { type: 'string' } })
       if (!o.id) throw new CliError('clients disable needs --id')
-      if (!(await withDatabase(config, (db) => disableClient(db, o.id!)))) throw new CliError(`no client ${o.id}`)
+      if (!(await withDatabase(config, (db) => disableClient(db, o.id!, CLI_CONTEXT)))) throw new CliError(`no client ${o.id}`)
       printJson(io, { client_id: o.id, disabled: true })
       return 0
     }

@@ -1,5 +1,5 @@
 import type { Config } from '../config.js'
-import { housekeepingSettings, runHousekeeping } from '../housekeeping.js'
+import { housekeepingSettings, runHousekeeping } from '../housekeeping/housekeeping.js'
 import { CliError, parseOptions, printJson, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
 

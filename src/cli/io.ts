@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { Env } from '../config.js'
+import { InputError } from '../errors.js'
 
 /** What a command may touch: injectable so tests run commands in-process. */
 export interface CliIo {
@@ -9,8 +10,8 @@ export interface CliIo {
   readStdin(): Promise<string>
 }
 
-/** A usage error: exit code 2 and the message. */
-export class CliError extends Error {}
+/** A usage error: exit code 2 and the message (like every InputError). */
+export class CliError extends InputError {}
 
 /** Strict option parsing: unknown options and stray arguments are errors. */
 export function parseOptions<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {

@@ -7,6 +7,7 @@ import { migrateCommand } from './migrate.js'
 import { serveCommand } from './serve.js'
 import { sessionsCommand } from './sessions.js'
 import { usersCommand } from './users.js'
+import { InputError } from '../errors.js'
 import { CliError, type CliIo } from './io.js'
 
 const USAGE = `usage: tessera <command>
@@ -64,7 +65,7 @@ export async function run(argv: string[], io: CliIo = defaultIo()): Promise<numb
         throw new CliError(`unknown command: ${command}\n\n${USAGE}`)
     }
   } catch (err) {
-    if (err instanceof CliError || err instanceof ConfigError) {
+    if (err instanceof InputError || err instanceof ConfigError) {
       io.err(`tessera: ${err.message}`)
       return 2
     }

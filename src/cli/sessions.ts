@@ -1,23 +1,11 @@
+import { CLI_CONTEXT } from '../audit/context.js'
 import type { Config } from '../config.js'
-import { ParamError, parseSessionCursor, parseUuid } from '../sessions/params.js'
-import { findSession, findUserRef, listSessions, revokeAllSessions, revokeSession, SESSIONS_MAX_LIMIT, type Session } from '../sessions/sessions.store.js'
 import type { Executor } from '../db/schema.js'
+import { parseSessionCursor, parseUuid } from '../sessions/params.js'
+import { revokeAllSessions, revokeSession } from '../sessions/revoke-sessions.js'
+import { findSession, findUserRef, listSessions, SESSIONS_MAX_LIMIT, type Session } from '../sessions/sessions.store.js'
 import { CliError, parseOptions, printJson, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
-
-// The CLI acts from the server's own host: no IP or user agent to record.
-const CLI_CONTEXT = { ip: undefined, userAgent: undefined }
-const CLI_ACTOR = { via: 'cli' } as const
-
-/** Runs a parameter parser: a malformed value is a usage error. */
-export function cliParam<T>(parse: () => T): T {
-  try {
-    return parse()
-  } catch (err) {
-    if (err instanceof ParamError) throw new CliError(err.message)
-    throw err
-  }
-}
 
 /** The user named by `--username`, or a usage error. */
 export async function cliUser(db: Executor, username: string | undefined, command: string) {
@@ -55,10 +43,10 @@ export async function sessionsCommand(config: Config, args: string[], io: CliIo)
     case 'revoke': {
       const o = parseOptions(rest, { id: { type: 'string' } })
       if (!o.id) throw new CliError('sessions revoke needs --id')
-      const id = cliParam(() => parseUuid(o.id!, '--id'))
+      const id = parseUuid(o.id, '--id')
       const revoked = await withDatabase(config, async (db) => {
         if (!(await findSession(db, id))) throw new CliError(`no session ${id}`)
-        return revokeSession(db, id, 'admin', CLI_CONTEXT, CLI_ACTOR)
+        return revokeSession(db, id, CLI_CONTEXT)
       })
       printJson(io, { id, revoked })
       return 0
@@ -68,7 +56,7 @@ export async function sessionsCommand(config: Config, args: string[], io: CliIo)
       if (!o.username) throw new CliError('sessions revoke-all needs --username')
       const result = await withDatabase(config, async (db) => {
         const user = await cliUser(db, o.username, 'sessions revoke-all')
-        return { username: user.username, revoked: await revokeAllSessions(db, user.id, 'admin', CLI_CONTEXT, CLI_ACTOR) }
+        return { username: user.username, revoked: await revokeAllSessions(db, user.id, CLI_CONTEXT) }
       })
       printJson(io, result)
       return 0

@@ -1,6 +1,8 @@
 import type { Config } from '../config.js'
 import { passwordPolicyProblem, PasswordHasher } from '../users/passwords.js'
-import { createUser, disableUser, listUsers } from '../users/users.store.js'
+import { CLI_CONTEXT } from '../audit/context.js'
+import { disableUser } from '../users/disable-user.js'
+import { createUser, listUsers } from '../users/users.store.js'
 import { CliError, list, parseOptions, printJson, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
 
@@ -32,7 +34,7 @@ export async function usersCommand(config: Config, args: string[], io: CliIo): P
     case 'disable': {
       const o = parseOptions(rest, { username: { type: 'string' } })
       if (!o.username) throw new CliError('users disable needs --username')
-      const found = await withDatabase(config, (db) => disableUser(db, o.username!))
+      const found = await withDatabase(config, (db) => disableUser(db, o.username!, CLI_CONTEXT))
       if (!found) throw new CliError(`no user ${o.username}`)
       printJson(io, { username: o.username.toLowerCase(), disabled: true })
       return 0

@@ -1,22 +1,28 @@
-import type { Db } from '../db/schema.js'
-import { findClient, type Client } from './clients.store.js'
+import { TtlCache } from '../cache.js'
+import type { Clock } from '../clock.js'
+import type { Executor } from '../db/schema.js'
+import type { Client } from './client.js'
+import { allAllowedOrigins, findClient } from './clients.store.js'
 
 /**
- * Per-instance client cache. Entries live `ttlSeconds`, so a change made on any
- * instance (secret, grants, disable) is seen everywhere within that bound.
+ * Per-instance client cache. Entries live `ttlSeconds` by the injected clock, so a change made on
+ * any instance (secret, grants, disable) is seen everywhere within that bound.
  */
 export class ClientCache {
-  private readonly entries = new Map<string, { client: Client | undefined; expires: number }>()
-  constructor(private readonly db: Db, private readonly ttlSeconds: number, private readonly now: () => number = Date.now) {}
+  private readonly byId: TtlCache<string, Client | undefined>
+  private readonly origins: TtlCache<'all', Set<string>>
 
-  async get(id: string): Promise<Client | undefined> {
-    const hit = this.entries.get(id)
-    const now = this.now()
-    if (hit && hit.expires > now) return hit.client
-    const client = await findClient(this.db, id)
-    // Unknown ids are cached too (briefly), but the map is bounded so garbage ids cannot fill memory.
-    if (this.entries.size >= 10_000) this.entries.clear()
-    this.entries.set(id, { client, expires: now + this.ttlSeconds * 1000 })
-    return client
+  constructor(db: Executor, ttlSeconds: number, clock: Clock) {
+    this.byId = new TtlCache((id) => findClient(db, id), ttlSeconds * 1000, clock)
+    this.origins = new TtlCache(async () => new Set(await allAllowedOrigins(db)), ttlSeconds * 1000, clock)
+  }
+
+  get(id: string): Promise<Client | undefined> {
+    return this.byId.get(id)
+  }
+
+  /** Whether some enabled client lists `origin` (CORS). */
+  async originAllowed(origin: string): Promise<boolean> {
+    return (await this.origins.get('all')).has(origin)
   }
 }

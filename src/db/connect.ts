@@ -4,7 +4,7 @@ import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Config } from '../config.js'
 import { PGliteDialect } from './pglite-dialect.js'
-import type { Database, Db } from './schema.js'
+import { asDb, type Database, type Db } from './schema.js'
 
 /** An open database: real PostgreSQL through pg, or the embedded PGlite. */
 export interface DatabaseHandle {
@@ -48,7 +48,7 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
       client.on('error', warn('database connection lost during a request'))
       dropConnectionOnQueryTimeout(client)
     })
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    const db = asDb(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }))
     return { db, kind: 'postgres', close: () => db.destroy() }
   }
 
@@ -60,7 +60,7 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
   }
   try {
     const pglite = await PGlite.create(target.dataDir ?? 'memory://')
-    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) })
+    const db = asDb(new Kysely<Database>({ dialect: new PGliteDialect(pglite) }))
     return {
       db,
       kind: 'pglite',

@@ -105,9 +105,25 @@ export interface Database {
   audit_event: AuditEventTable
 }
 
-export type Db = Kysely<Database>
-/** Anything a store can run a query on: the database or an open transaction. */
-export type Executor = Kysely<Database> | Transaction<Database>
+declare const database: unique symbol
+
+/**
+ * The database itself: the only handle that opens transactions. Use cases take it; a transaction
+ * is not a Db (it lacks the brand), so a use case cannot be handed one by mistake.
+ */
+export type Db = Kysely<Database> & { readonly [database]: true }
+/**
+ * An open transaction. A store function that must run inside its caller's transaction (with the
+ * other writes of a use case, or under a lock) takes a Trx: handing it a Db is a compile error.
+ */
+export type Trx = Transaction<Database>
+/** What one statement runs on: the database or an open transaction. Stores take this first. */
+export type Executor = Kysely<Database>
+
+/** Brands a freshly opened Kysely instance as the database (connect.ts). */
+export function asDb(kysely: Kysely<Database>): Db {
+  return kysely as Db
+}
 
 export type AppUserRow = Selectable<AppUserTable>
 export type ClientRow = Selectable<ClientTable>

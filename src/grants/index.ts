@@ -1,12 +1,17 @@
-import type { GrantType } from '../clients/clients.store.js'
 import { clientCredentialsGrant } from './client-credentials.js'
+import type { GrantType } from './grant-types.js'
 import { passwordGrant } from './password.js'
 import { refreshTokenGrant } from './refresh-token.js'
 import type { Grant } from './types.js'
 
-/** The grants `/token` serves, by `grant_type`. */
-export const GRANTS: ReadonlyMap<GrantType, Grant> = new Map<GrantType, Grant>([
-  ['client_credentials', clientCredentialsGrant],
-  ['refresh_token', refreshTokenGrant],
-  ['password', passwordGrant],
-])
+/** The grants `/token` serves, one per grant type (the compiler checks none is missing). */
+const GRANT_TABLE: Readonly<Record<GrantType, Grant>> = {
+  client_credentials: clientCredentialsGrant,
+  refresh_token: refreshTokenGrant,
+  password: passwordGrant,
+}
+
+/** The grant for a `grant_type` parameter, or undefined for anything Tessera does not serve. */
+export function grantFor(grantType: string): Grant | undefined {
+  return Object.hasOwn(GRANT_TABLE, grantType) ? GRANT_TABLE[grantType as GrantType] : undefined
+}

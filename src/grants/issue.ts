@@ -1,5 +1,4 @@
-import type { Client } from '../clients/clients.store.js'
-import { issueAccessToken, issueIdToken } from '../tokens/access-token.js'
+import type { Client } from '../clients/client.js'
 import type { GrantDeps, TokenResponse } from './types.js'
 
 /** Audience of an access token: the client's configured resource servers, plus us for `openid`. */
@@ -17,19 +16,18 @@ export async function issueTokens(
   subject: { userId: string; username?: string; roles?: string[]; authTime: Date; sessionId?: string } | undefined,
   refresh?: { token: string; familyExpiresAt: Date },
 ): Promise<TokenResponse> {
-  const { config, keyring } = deps
-  const now = deps.now()
-  const at = await issueAccessToken(keyring, config.issuer, config.accessTokenTtlSeconds, now, {
+  const { issuer } = deps
+  const at = await issuer.signAccessToken({
     subject: subject?.userId ?? client.id,
     clientId: client.id,
-    audience: audienceFor(client, scope, config.issuer),
+    audience: audienceFor(client, scope, issuer.issuer),
     scope: scope.join(' '),
     roles: subject?.roles,
     sessionId: subject?.sessionId,
   })
-  const response: TokenResponse = { access_token: at.token, token_type: 'Bearer', expires_in: config.accessTokenTtlSeconds, scope: scope.join(' ') }
+  const response: TokenResponse = { access_token: at.token, token_type: 'Bearer', expires_in: issuer.ttlSeconds, scope: scope.join(' ') }
   if (subject && scope.includes('openid')) {
-    response.id_token = await issueIdToken(keyring, config.issuer, config.accessTokenTtlSeconds, now, {
+    response.id_token = await issuer.signIdToken({
       subject: subject.userId,
       clientId: client.id,
       authTime: subject.authTime,

@@ -1,5 +1,4 @@
 import { OAuthError } from '../errors.js'
-import { rotate } from '../tokens/refresh-tokens.store.js'
 import { issueTokens } from './issue.js'
 import { parseScope } from './scope.js'
 import type { Grant } from './types.js'
@@ -13,15 +12,12 @@ import { requireParam } from './types.js'
 export const refreshTokenGrant: Grant = async (params, client, deps) => {
   const presented = requireParam(params, 'refresh_token')
   // Fail before the token is spent if nothing can sign the answer (503, the token stays good).
-  deps.keyring.activeSigner()
+  deps.issuer.ensureCanSign()
   const requested = parseScope(params.scope)
-  const { config } = deps
-  const lifetimes = { idleSeconds: config.refreshTokenIdleTtlSeconds, absoluteSeconds: config.refreshTokenAbsoluteTtlSeconds }
-  const request = { clientId: client.id, scope: requested, successors: deps.successors.successors(presented), graceSeconds: config.refreshGraceSeconds }
-  const outcome = await rotate(deps.db, presented, request, lifetimes, deps.ctx)
+  const outcome = await deps.refreshTokens.rotate(presented, { clientId: client.id, scope: requested }, deps.ctx)
   if (outcome.kind === 'invalid_scope') throw new OAuthError('invalid_scope', 'the requested scope exceeds the granted scope')
   if (outcome.kind === 'reused') {
-    // The store already revoked the family, in its own committed transaction.
+    // The rotation statement already revoked the family, and committed.
     deps.metrics.refreshEvent('reuse_detected')
     deps.metrics.refreshEvent('revoked', 'reuse_detected')
   }

@@ -1,12 +1,11 @@
-import type { Client } from '../clients/clients.store.js'
-import type { Config } from '../config.js'
-import type { Db } from '../db/schema.js'
+import type { RequestContext } from '../audit/context.js'
+import type { Client } from '../clients/client.js'
+import type { Clock } from '../clock.js'
 import { OAuthError } from '../errors.js'
-import type { Keyring } from '../keys/keyring.js'
 import type { Metrics } from '../metrics.js'
-import type { RequestContext } from '../tokens/refresh-tokens.store.js'
-import type { SuccessorDeriver } from '../tokens/successor.js'
-import type { PasswordHasher } from '../users/passwords.js'
+import type { RefreshTokens } from '../tokens/refresh-tokens.js'
+import type { TokenIssuer } from '../tokens/token-issuer.js'
+import type { UserLogin } from '../users/user-login.js'
 
 /** Parameters of a token request, each present at most once (duplicates are refused earlier). */
 export type TokenParams = Readonly<Record<string, string>>
@@ -22,17 +21,18 @@ export interface TokenResponse {
   refresh?: { token: string; familyExpiresAt: Date }
 }
 
-/** What a grant may use; no fastify, no HTTP. */
+/** What a grant may use: narrow services, no database, no fastify. */
 export interface GrantDeps {
-  readonly db: Db
-  readonly config: Config
-  readonly keyring: Keyring
-  readonly hasher: PasswordHasher
+  /** Signs access and ID tokens. */
+  readonly issuer: TokenIssuer
+  /** Refresh-token families: start one, rotate a token. */
+  readonly refreshTokens: RefreshTokens
+  /** Password checks. */
+  readonly users: UserLogin
   /** Counters; call them only once the work committed. */
-  readonly metrics: Metrics
-  readonly successors: SuccessorDeriver
-  /** Seconds since the epoch, for token timestamps (expiry decisions use the database clock). */
-  now(): number
+  readonly metrics: Pick<Metrics, 'refreshEvent'>
+  /** Token timestamps (expiry decisions use the database clock). */
+  readonly clock: Clock
   readonly ctx: RequestContext
 }
 

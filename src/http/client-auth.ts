@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { ClientCache } from '../clients/client-cache.js'
-import { secretMatches, type Client } from '../clients/clients.store.js'
+import { secretMatches, type Client } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'none'

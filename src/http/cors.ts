@@ -1,5 +1,4 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { allAllowedOrigins } from '../clients/clients.store.js'
 import type { Services } from '../services.js'
 
 const CREDENTIALED = new Set(['/login', '/refresh', '/logout', '/token', '/userinfo', '/revoke'])
@@ -7,21 +6,14 @@ const CREDENTIALED = new Set(['/login', '/refresh', '/logout', '/token', '/useri
 /**
  * CORS for browser apps: an origin some client lists gets its own origin echoed back with
  * credentials (never `*` with credentials); any other origin gets no CORS headers at all.
- * The list is cached for `cacheRefreshSeconds`.
+ * The list is cached for `cacheRefreshSeconds` (ClientCache).
  */
 export function registerCors(app: FastifyInstance, s: Services): void {
-  let cached: { origins: Set<string>; expires: number } | undefined
-  const allowed = async (origin: string) => {
-    if (!cached || cached.expires < Date.now()) {
-      cached = { origins: new Set(await allAllowedOrigins(s.db)), expires: Date.now() + s.config.cacheRefreshSeconds * 1000 }
-    }
-    return cached.origins.has(origin)
-  }
   // Callback style: most requests carry no Origin and leave at once, without a promise.
   app.addHook('onRequest', (req, reply, done) => {
     const origin = req.headers.origin
     if (origin === undefined || !CREDENTIALED.has(req.url.split('?')[0]!)) return done()
-    allowed(origin).then((ok) => {
+    s.clients.originAllowed(origin).then((ok) => {
       // A preflight is answered here; a hook that answers must not also continue.
       if (!(ok && answered(req, reply, origin))) done()
     }, done)

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
-import { isDatabaseUnavailable, OAuthError } from '../errors.js'
+import { InputError, isDatabaseUnavailable, OAuthError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 
 declare module 'fastify' {
@@ -12,6 +12,7 @@ declare module 'fastify' {
 /** Maps anything thrown to an OAuthError; unknown errors never leak their message. */
 export function toOAuthError(err: unknown): OAuthError {
   if (err instanceof OAuthError) return err
+  if (err instanceof InputError) return new OAuthError('invalid_request', err.message)
   if (isDatabaseUnavailable(err)) return new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'database unavailable')
   const fe = err as Partial<FastifyError> & { validation?: unknown }
   if (fe.validation) return new OAuthError('invalid_request', `invalid request: ${fe.message ?? 'bad input'}`)

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify'
+import { requireAllowedOrigin } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
 import { passwordLogin } from '../grants/password.js'
 import { grantDeps, type Services } from '../services.js'
 import { authenticateClient } from './client-auth.js'
 import { methodNotAllowed } from './not-allowed.js'
-import { requireAllowedOrigin } from './origin.js'
+import { originOf } from './origin.js'
 import { requestContext } from './params.js'
 import { sendTokens } from './respond.js'
 
@@ -32,7 +33,7 @@ export function loginRoute(app: FastifyInstance, s: Services): void {
     if (body.client_secret !== undefined) params.client_secret = body.client_secret
     const { client } = await authenticateClient(req, params, s.clients)
     // Login CSRF: a cookie session may only be started from the app's own origin.
-    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
+    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(client, originOf(req))
     const tokens = await passwordLogin(grantDeps(s, requestContext(req)), client, body.username!, body.password!, body.scope || undefined)
     s.metrics.tokenIssued('login')
     return sendTokens(reply, s, client, tokens)

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { OAuthError } from '../errors.js'
-import type { RequestContext } from '../tokens/refresh-tokens.store.js'
+import type { RequestContext } from '../audit/context.js'
 
 const MAX_PARAMS = 100
 

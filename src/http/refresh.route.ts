@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify'
+import { requireAllowedOrigin } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
 import { refreshTokenGrant } from '../grants/refresh-token.js'
 import { grantDeps, type Services } from '../services.js'
-import { findFamilyByToken } from '../tokens/refresh-tokens.store.js'
+import { findCookieSession } from '../sessions/browser-session.js'
 import { methodNotAllowed } from './not-allowed.js'
-import { requireAllowedOrigin } from './origin.js'
+import { originOf } from './origin.js'
 import { requestContext } from './params.js'
 import { readRefreshCookie } from './refresh-cookie.js'
 import { sendTokens } from './respond.js'
@@ -13,10 +14,9 @@ import { sendTokens } from './respond.js'
 export function refreshRoute(app: FastifyInstance, s: Services): void {
   app.post('/refresh', async (req, reply) => {
     const token = readRefreshCookie(req, s.config)
-    const family = await findFamilyByToken(s.db, token)
-    const client = family && (await s.clients.get(family.clientId))
+    const client = (await findCookieSession(s.db, s.clients, token))?.client
     if (!client || client.disabled || client.refreshDelivery !== 'cookie' || !client.grantTypes.includes('refresh_token')) throw new OAuthError('invalid_grant', 'refresh token is invalid', 'no cookie family')
-    requireAllowedOrigin(req, client)
+    requireAllowedOrigin(client, originOf(req))
     // A loser of a concurrent refresh gets an error and no Set-Cookie, so the winner's cookie stays.
     const tokens = await refreshTokenGrant({ refresh_token: token }, client, grantDeps(s, requestContext(req)))
     s.metrics.tokenIssued('refresh_token')

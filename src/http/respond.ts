@@ -1,5 +1,5 @@
 import type { FastifyReply } from 'fastify'
-import type { Client } from '../clients/clients.store.js'
+import type { Client } from '../clients/client.js'
 import type { TokenResponse } from '../grants/types.js'
 import type { Services } from '../services.js'
 import { setRefreshCookie } from './refresh-cookie.js'
@@ -13,7 +13,7 @@ export function sendTokens(reply: FastifyReply, s: Services, client: Client, tok
   reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
   if (refresh === undefined) return reply.send(body)
   if (client.refreshDelivery === 'cookie') {
-    setRefreshCookie(reply, s.config, refresh.token, refresh.familyExpiresAt, s.now())
+    setRefreshCookie(reply, s.config, refresh.token, refresh.familyExpiresAt, s.clock.nowMs())
     return reply.send(body)
   }
   return reply.send({ ...body, refresh_token: refresh.token })

@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify'
-import type { GrantType } from '../clients/clients.store.js'
+import { requireAllowedOrigin } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
-import { GRANTS } from '../grants/index.js'
+import type { GrantType } from '../grants/grant-types.js'
+import { grantFor } from '../grants/index.js'
 import { grantDeps, type Services } from '../services.js'
 import { authenticateClient } from './client-auth.js'
 import { methodNotAllowed } from './not-allowed.js'
-import { requireAllowedOrigin } from './origin.js'
+import { originOf } from './origin.js'
 import { formParams, requestContext } from './params.js'
 import { sendTokens } from './respond.js'
 
@@ -16,11 +17,11 @@ export function tokenRoute(app: FastifyInstance, s: Services): void {
     const grantType = params.grant_type
     if (grantType === undefined || grantType === '') throw new OAuthError('invalid_request', 'missing parameter: grant_type')
     const { client } = await authenticateClient(req, params, s.clients)
-    const grant = GRANTS.get(grantType as GrantType) // undefined for anything we do not serve
+    const grant = grantFor(grantType)
     if (!grant) throw new OAuthError('unsupported_grant_type', `unsupported grant_type: ${grantType.slice(0, 64)}`)
     if (!client.grantTypes.includes(grantType as GrantType)) throw new OAuthError('unauthorized_client', `this client may not use ${grantType}`)
     // Browser clients get a cookie from here too: same login-CSRF guard as /login.
-    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(req, client)
+    if (client.refreshDelivery === 'cookie') requireAllowedOrigin(client, originOf(req))
     const tokens = await grant(params, client, grantDeps(s, requestContext(req)))
     s.metrics.tokenIssued(grantType as GrantType)
     return sendTokens(reply, s, client, tokens)

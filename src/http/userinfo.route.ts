@@ -2,7 +2,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { bearerToken } from './bearer.js'
 import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
-import { verifyAccessToken } from '../tokens/access-token.js'
 import { liveTokenUser } from '../tokens/access-token-status.js'
 import { methodNotAllowed } from './not-allowed.js'
 
@@ -10,7 +9,7 @@ import { methodNotAllowed } from './not-allowed.js'
 export function userinfoRoute(app: FastifyInstance, s: Services): void {
   const handler = async (req: FastifyRequest) => {
     const token = bearerToken(req)
-    const claims = await verifyAccessToken(s.keyring, s.config.issuer, s.config.issuer, token, Math.floor(s.now() / 1000)).catch((e: OAuthError) => {
+    const claims = await s.tokens.verifyAccessToken(token, s.config.issuer).catch((e: OAuthError) => {
       throw e.withScheme('Bearer')
     })
     if (!claims.scope?.split(' ').includes('openid')) throw new OAuthError('insufficient_scope', 'the openid scope is required').withScheme('Bearer')

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { GRANT_TYPES } from '../grants/grant-types.js'
 import type { Services } from '../services.js'
 import { methodNotAllowed } from './not-allowed.js'
 
@@ -12,7 +13,7 @@ export function discoveryDocument(s: Services) {
     userinfo_endpoint: `${iss}/userinfo`,
     revocation_endpoint: `${iss}/revoke`,
     introspection_endpoint: `${iss}/introspect`,
-    grant_types_supported: ['client_credentials', 'refresh_token', 'password'],
+    grant_types_supported: [...GRANT_TYPES],
     response_types_supported: ['token'],
     token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
     revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { dirname, join } from 'node:path'
+import type { Config } from '../config.js'
 
 /** A key-encryption key: private signing keys are stored only under it. */
 export interface Kek {
@@ -65,4 +66,19 @@ export function openWith(keks: KekSet | Kek, sealed: Buffer, aad: string, kekId:
   const kek = [set.current, ...set.previous].find((k) => k.id === kekId)
   if (!kek) throw new Error(`no key-encryption key with id ${kekId} is configured`)
   return open(kek, sealed, aad)
+}
+
+/** The key-encryption key: from the environment, or in development a generated key file. */
+export function resolveKek(config: Config, warn: (msg: string) => void): Kek {
+  if (config.keyEncryptionKey) return parseKek(config.keyEncryptionKey)
+  if (config.env === 'production') throw new Error('KEY_ENCRYPTION_KEY is required in production')
+  const file = join(config.dataDir, 'dev-key-encryption-key')
+  const { kek, created } = developmentKek(file)
+  if (created) warn(`DEVELOPMENT ONLY: generated a key-encryption key in ${file}; set KEY_ENCRYPTION_KEY in production`)
+  return kek
+}
+
+/** The current KEK and the earlier ones (`KEY_ENCRYPTION_KEYS_PREVIOUS`) still accepted for decryption. */
+export function resolveKeks(config: Config, current: Kek): KekSet {
+  return kekSet(current, config.keyEncryptionKeysPrevious.map(parseKek))
 }

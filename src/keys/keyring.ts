@@ -1,10 +1,12 @@
-import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { importJWK, type CryptoKey, type JWK, type JWSHeaderParameters, type KeyObject } from 'jose'
-import type { Db, KeyState } from '../db/schema.js'
+import type { Clock } from '../clock.js'
+import type { Executor, KeyState } from '../db/schema.js'
 import { OAuthError } from '../errors.js'
-import { kekSet, type Kek, type KekSet } from './kek.js'
-import { changed, keySetVersion, loadLiveKeys, openPrivateJwk, runKeySchedule } from './keys.store.js'
+import { jwksDocument, type JwksDocument } from './jwks.js'
+import type { KekSet } from './kek.js'
+import { openPrivateJwk } from './key-material.js'
+import { keySetVersion, loadLiveKeys } from './keys.store.js'
 import { activationTime, jwksMaxAge, nextKeySetChange, nextScheduleStep, type KeyPolicy } from './policy.js'
 
 type Key = CryptoKey | KeyObject
@@ -24,82 +26,41 @@ export interface Signer {
   readonly key: Key
 }
 
-/** The JWKS document, serialised once per key-set change. */
-export interface JwksDocument {
-  readonly body: string
-  readonly etag: string
-}
-
 export interface KeyringOptions {
   readonly policy: KeyPolicy
-  /** A full reload at least this often, whatever the change poll says. */
-  readonly refreshSeconds: number
-  /** The injected clock (ms) for every schedule decision. */
-  readonly now?: () => number
-  readonly log?: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
-  /** How often the change poll and the schedule check run (ms); 1000 by default. */
-  readonly tickMs?: number
-  /** Whether this instance runs the schedule (default true; every instance may, safely). */
-  readonly schedule?: boolean
+  readonly clock: Clock
+  readonly log?: Pick<FastifyBaseLogger, 'error'> | undefined
 }
 
-type Log = NonNullable<KeyringOptions['log']>
-
 /**
- * Every instance's view of the signing keys. A one-row query every `tickMs` notices any change
- * made by any instance or command (each change bumps a version sequence) and reloads; a full
- * reload also runs every `refreshSeconds`, and (rate-limited) when a token names an unknown kid.
- * The same tick runs the key schedule when something is due: activation, removal, publication.
+ * An instance's in-memory view of the published signing keys: the signer, the verification keys
+ * by kid (algorithm pinned), the serialised JWKS and the schedule's next dates. It is loaded from
+ * the database by `reload()`; the key-sync job (key-sync.ts) decides when.
  */
 export class Keyring {
   private byKid = new Map<string, VerificationKey>()
   private signer: Signer | undefined
-  private jwks: JwksDocument = { body: '{"keys":[]}', etag: '' }
+  private jwks: JwksDocument = jwksDocument([])
   private fingerprint = ''
-  private version = ''
   private nextChange = Infinity
   private nextStep = Infinity
-  private lastLoad = 0
   private loading: Promise<void> | undefined
   /** The load that starts when the running one ends (shared by everyone who asked meanwhile). */
   private queued: Promise<void> | undefined
-  private ticking: Promise<void> | undefined
-  private timer: NodeJS.Timeout | undefined
-  private failing = false
-  private blocked: string | undefined
-  /** The KEKs this instance opens private keys with (the current one seals new keys). */
-  readonly keks: KekSet
-  private readonly now: () => number
-  private readonly log: Log | undefined
+  /** The key-set version (keys.store `keySetVersion`) the last load read. */
+  version = ''
+  /** When the last load started (clock ms). */
+  loadedAtMs = 0
 
   constructor(
-    private readonly db: Db,
-    keks: Kek | KekSet,
+    private readonly db: Executor,
+    /** The KEKs this instance opens private keys with (the current one seals new keys). */
+    readonly keks: KekSet,
     private readonly opts: KeyringOptions,
-  ) {
-    this.keks = 'current' in keks ? keks : kekSet(keks)
-    this.now = opts.now ?? Date.now
-    this.log = opts.log
-  }
+  ) {}
 
   get policy(): KeyPolicy {
     return this.opts.policy
-  }
-
-  /** Loads the keys now (running a due schedule step first), then keeps them fresh in the background. */
-  async start(): Promise<void> {
-    await this.reload()
-    await this.tick()
-    // The timer skips a beat while a tick still runs (a slow database): no queue builds up.
-    this.timer = setInterval(() => {
-      if (!this.ticking) void this.tick()
-    }, this.opts.tickMs ?? 1000)
-    this.timer.unref()
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer)
-    this.timer = undefined
   }
 
   /**
@@ -127,46 +88,8 @@ export class Keyring {
     return run
   }
 
-  /**
-   * Polls for changes and runs the schedule when something is due; never throws (a database
-   * outage keeps the keys we have, and is logged once). Runs one at a time: a call made while
-   * another runs waits for it, then looks again at the clock as it is then.
-   */
-  tick(): Promise<void> {
-    const run: Promise<void> = (this.ticking ?? Promise.resolve()).then(() => this.runTick())
-    this.ticking = run
-    void run.finally(() => {
-      if (this.ticking === run) this.ticking = undefined
-    })
-    return run
-  }
-
-  private async runTick(): Promise<void> {
-    try {
-      const version = await keySetVersion(this.db)
-      if (version !== this.version || Date.now() - this.lastLoad >= this.opts.refreshSeconds * 1000) await this.reload()
-      if (this.opts.schedule !== false && this.nextStep <= this.now()) {
-        const result = await runKeySchedule(this.db, this.keks, { now: this.now(), policy: this.opts.policy })
-        if (result.blocked !== undefined && result.blocked !== this.blocked) {
-          this.log?.error({ kid: result.blocked }, 'cannot decrypt the pending signing key that is due to activate (wrong KEY_ENCRYPTION_KEY?); the active key keeps signing')
-        }
-        this.blocked = result.blocked
-        if (changed(result)) {
-          this.log?.info({ activated: result.activated, retired: result.retired, removed: result.removed, published: result.published }, 'signing key schedule step')
-          await this.reload()
-        }
-      }
-      if (this.failing) this.log?.info('signing keys: the database answers again')
-      this.failing = false
-    } catch (err) {
-      if (!this.failing) this.log?.warn({ err: { message: (err as Error).message } }, 'signing key refresh failed; keeping the keys we have')
-      this.failing = true
-    }
-  }
-
   private async load(): Promise<void> {
-    // Wall-clock time for throttling reloads (a load matter); schedule decisions use `this.now`.
-    this.lastLoad = Date.now()
+    this.loadedAtMs = this.opts.clock.nowMs()
     const version = await keySetVersion(this.db)
     const rows = await loadLiveKeys(this.db)
     const policy = this.opts.policy
@@ -185,17 +108,20 @@ export class Keyring {
           signer = { kid: row.kid, alg: row.alg, key: (await importJWK(openPrivateJwk(this.keks, row), row.alg)) as Key }
         } catch {
           // Wrong KEK or tampered ciphertext: this key cannot sign; say so without any key material.
-          this.log?.error({ kid: row.kid, kekId: row.kek_id }, 'cannot decrypt the active signing key (wrong KEY_ENCRYPTION_KEY or tampered row)')
+          this.opts.log?.error({ kid: row.kid, kekId: row.kek_id }, 'cannot decrypt the active signing key (wrong KEY_ENCRYPTION_KEY or tampered row)')
         }
       }
     }
     // JWKS: RFC 7517, public members only; pending, active and retired keys.
-    const keys = rows.map((r) => publicMembers(r.public_jwk as unknown as JWK))
-    const body = JSON.stringify({ keys })
-    this.jwks = { body, etag: `"${createHash('sha256').update(body).digest('base64url')}"` }
+    this.jwks = jwksDocument(rows.map((r) => r.public_jwk as unknown as JWK))
     this.byKid = byKid
     this.signer = signer
     this.fingerprint = fingerprint
+  }
+
+  /** Whether the key schedule has a step due now (by the keys this instance holds). */
+  scheduleDue(): boolean {
+    return this.nextStep <= this.opts.clock.nowMs()
   }
 
   /** The active key; `temporarily_unavailable` when none can sign (misconfigured KEK). */
@@ -217,7 +143,7 @@ export class Keyring {
    * cache outlives the next scheduled change of the key set (minus the skew allowance).
    */
   jwksMaxAge(): number {
-    return jwksMaxAge(this.nextChange, this.now(), this.opts.policy)
+    return jwksMaxAge(this.nextChange, this.opts.clock.nowMs(), this.opts.policy)
   }
 
   /** Algorithms of the published keys, for discovery. */
@@ -234,11 +160,12 @@ export class Keyring {
   readonly verificationKey = async (header: JWSHeaderParameters): Promise<Key> => {
     const kid = header.kid
     if (typeof kid !== 'string' || kid.length === 0 || kid.length > 128) throw new KeyLookupError('missing or malformed kid')
-    const signsNot = (e: VerificationKey | undefined) => e !== undefined && e.state === 'pending' && e.activateAt > this.now()
+    const now = this.opts.clock.nowMs()
+    const signsNot = (e: VerificationKey | undefined) => e !== undefined && e.state === 'pending' && e.activateAt > now
     let entry = this.byKid.get(kid)
     // An unknown kid, or a pending one, may be a key activated by another instance moments ago:
     // reload, at most once a second.
-    if ((!entry || signsNot(entry)) && Date.now() - this.lastLoad > 1000) {
+    if ((!entry || signsNot(entry)) && now - this.loadedAtMs > 1000) {
       await this.reload().catch(() => undefined)
       entry = this.byKid.get(kid)
     }
@@ -252,10 +179,3 @@ export class Keyring {
 
 /** Raised by the key lookup; verification turns it into `invalid_token`. */
 export class KeyLookupError extends Error {}
-
-const PUBLIC_MEMBERS = ['kty', 'crv', 'x', 'y', 'n', 'e', 'kid', 'alg', 'use'] as const
-function publicMembers(jwk: JWK): JWK {
-  const out: Record<string, unknown> = {}
-  for (const m of PUBLIC_MEMBERS) if (jwk[m] !== undefined) out[m] = jwk[m]
-  return out as JWK
-}

@@ -1,5 +1,4 @@
 import type { Config, SigningAlg } from '../config.js'
-import { loadConfig } from '../config.js'
 
 /**
  * The timing rules of the signing-key schedule, all in seconds, derived from the configuration
@@ -32,11 +31,6 @@ export function keyPolicy(config: Config): KeyPolicy {
     jwksMaxAgeSeconds: config.jwksMaxAgeSeconds,
     skewSeconds: config.keyClockSkewSeconds,
   }
-}
-
-/** The policy of the default configuration, for callers that pass none. */
-export function defaultKeyPolicy(): KeyPolicy {
-  return keyPolicy(loadConfig({}))
 }
 
 /** The schedule-relevant fields of a key row. */

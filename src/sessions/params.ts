@@ -1,10 +1,9 @@
 // Validation of the parameters of the sessions and audit queries, shared by the admin API
 // (which answers 400 invalid_request) and the CLI (exit code 2). Pure: no I/O.
-import { AUDIT_MAX_LIMIT } from '../audit/audit.store.js'
+// A malformed value throws InputError, which the API answers 400 and the CLI exits 2 with.
+import { AUDIT_MAX_LIMIT, type AuditFilter } from '../audit/audit.store.js'
+import { InputError } from '../errors.js'
 import { UUID } from '../tokens/access-token.js'
-
-/** A parameter that is malformed; the message is safe to show. */
-export class ParamError extends Error {}
 
 /** A UUID in any letter case (people paste them upper-cased); stored ones are lower case. */
 const isUuid = (value: string) => UUID.test(value.toLowerCase())
@@ -18,7 +17,7 @@ const INT8_MAX = 9223372036854775807n
 
 /** A family (session) id: a UUID, lower-cased. */
 export function parseUuid(value: string, name: string): string {
-  if (!isUuid(value)) throw new ParamError(`${name} must be a UUID`)
+  if (!isUuid(value)) throw new InputError(`${name} must be a UUID`)
   return value.toLowerCase()
 }
 
@@ -27,14 +26,14 @@ export type UserRef = { id: string } | { username: string }
 
 export function parseUserRef(value: string, name = 'user'): UserRef {
   if (isUuid(value)) return { id: value.toLowerCase() }
-  if (!USERNAME.test(value)) throw new ParamError(`${name} must be a user id (UUID) or a username`)
+  if (!USERNAME.test(value)) throw new InputError(`${name} must be a user id (UUID) or a username`)
   return { username: value }
 }
 
 /** An instant in ISO 8601 with a time zone (or a bare date, meaning midnight UTC). */
 export function parseInstant(value: string, name: string): Date {
   const m = ISO.exec(value)
-  const bad = () => new ParamError(`${name} must be an ISO 8601 date or date-time with a time zone, e.g. 2026-11-23T10:00:00Z`)
+  const bad = () => new InputError(`${name} must be an ISO 8601 date or date-time with a time zone, e.g. 2026-11-23T10:00:00Z`)
   if (!m) throw bad()
   const [y, mo, d, hour, minute, second] = m.slice(1, 7).map((x) => Number(x ?? 0)) as [number, number, number, number, number, number]
   // Date.parse would roll 2026-02-30 over to March; refuse impossible dates instead.
@@ -49,25 +48,25 @@ export function parseInstant(value: string, name: string): Date {
 
 /** A page size from 1 to `max`. */
 export function parseLimit(value: string, max: number = AUDIT_MAX_LIMIT, name = 'limit'): number {
-  if (!/^\d{1,7}$/.test(value) || Number(value) < 1 || Number(value) > max) throw new ParamError(`${name} must be an integer from 1 to ${max}`)
+  if (!/^\d{1,7}$/.test(value) || Number(value) < 1 || Number(value) > max) throw new InputError(`${name} must be an integer from 1 to ${max}`)
   return Number(value)
 }
 
 /** An audit cursor: the id of the last event of the previous page. */
 export function parseAuditCursor(value: string, name = 'cursor'): string {
-  if (!/^[1-9]\d{0,18}$/.test(value) || BigInt(value) > INT8_MAX) throw new ParamError(`${name} must be the next_cursor of a previous page`)
+  if (!/^[1-9]\d{0,18}$/.test(value) || BigInt(value) > INT8_MAX) throw new InputError(`${name} must be the next_cursor of a previous page`)
   return value
 }
 
 /** An audit event type, or a prefix of types ending in a dot (`refresh_token.`). */
 export function parseEventType(value: string, name = 'type'): string {
-  if (value.length > 128 || !EVENT_TYPE.test(value)) throw new ParamError(`${name} must be an event type such as refresh_token.revoked, or a prefix ending in a dot such as refresh_token.`)
+  if (value.length > 128 || !EVENT_TYPE.test(value)) throw new InputError(`${name} must be an event type such as refresh_token.revoked, or a prefix ending in a dot such as refresh_token.`)
   return value
 }
 
 /** A client id: printable ASCII without spaces. */
 export function parseClientId(value: string, name = 'client'): string {
-  if (!CLIENT_ID.test(value)) throw new ParamError(`${name} must be a client id`)
+  if (!CLIENT_ID.test(value)) throw new InputError(`${name} must be a client id`)
   return value
 }
 
@@ -79,11 +78,30 @@ export function parseSessionCursor(value: string, name = 'cursor'): { createdAt:
   // Date.parse rolls impossible dates over (Feb 31 → Mar 3): the instant must print back as given.
   const ms = m ? Date.parse(m[1]!) : NaN
   const roundTrips = Number.isFinite(ms) && new Date(ms).toISOString().slice(0, 19) === m![1]!.slice(0, 19)
-  if (value.length > 128 || !m || !isUuid(m[2]!) || !roundTrips) throw new ParamError(`${name} must be the next_cursor of a previous page`)
+  if (value.length > 128 || !m || !isUuid(m[2]!) || !roundTrips) throw new InputError(`${name} must be the next_cursor of a previous page`)
   return { createdAt: m[1]!, id: m[2]! }
 }
 
 /** Encodes a sessions cursor (microsecond timestamp and id, so no row is skipped or repeated). */
 export function sessionCursor(createdAt: string, id: string): string {
   return Buffer.from(`${createdAt}|${id}`, 'utf8').toString('base64url')
+}
+
+/** The filter parameters of an audit query, by name. */
+export type AuditQuery = Partial<Record<'type' | 'family' | 'client' | 'since' | 'until' | 'limit' | 'cursor', string>>
+
+/**
+ * The audit filter of a query (admin API `?type=…`, CLI `--type …`): each parameter parsed as
+ * above, named in errors by `nameOf(parameter)`. The user filter needs a lookup and is the caller's.
+ */
+export function parseAuditFilter(q: AuditQuery, nameOf: (parameter: keyof AuditQuery) => string): AuditFilter {
+  return {
+    type: q.type === undefined ? undefined : parseEventType(q.type, nameOf('type')),
+    familyId: q.family === undefined ? undefined : parseUuid(q.family, nameOf('family')),
+    clientId: q.client === undefined ? undefined : parseClientId(q.client, nameOf('client')),
+    since: q.since === undefined ? undefined : parseInstant(q.since, nameOf('since')),
+    until: q.until === undefined ? undefined : parseInstant(q.until, nameOf('until')),
+    limit: q.limit === undefined ? undefined : parseLimit(q.limit, undefined, nameOf('limit')),
+    cursor: q.cursor === undefined ? undefined : parseAuditCursor(q.cursor, nameOf('cursor')),
+  }
 }

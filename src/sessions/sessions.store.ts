@@ -1,8 +1,6 @@
 import { sql } from 'kysely'
-import { recordEvent, trim } from '../audit/audit.store.js'
-import type { Db, Executor } from '../db/schema.js'
-import { revokeFamily, type RequestContext } from '../tokens/refresh-tokens.store.js'
-import { normalizeUsername } from '../users/users.store.js'
+import type { Executor } from '../db/schema.js'
+import { normalizeUsername } from '../users/user.js'
 import { sessionCursor, type UserRef } from './params.js'
 
 /** `active`: can refresh; `expired`: past its absolute limit or its newest token idle too long; `revoked`. */
@@ -23,13 +21,6 @@ export interface Session {
   state: SessionState
   revoked_at: Date | null
   revoked_reason: string | null
-}
-
-/** Who performed an administrative revocation, recorded in the audit trail. */
-export interface AdminActor {
-  /** `admin_api`: an admin access token (its client id below); `cli`: the `tessera` command. */
-  via: 'admin_api' | 'cli'
-  clientId?: string | undefined
 }
 
 export const SESSIONS_DEFAULT_LIMIT = 100
@@ -97,91 +88,14 @@ export async function listSessions(db: Executor, userId: string, opts: ListSessi
   return { sessions: page.map(toSession), nextCursor: rows.length > limit && last ? sessionCursor(last.created_key, last.id) : null }
 }
 
+/** The user a family belongs to, whatever its state; undefined when there is no such family. */
+export async function familyUser(db: Executor, familyId: string): Promise<string | undefined> {
+  const row = await db.selectFrom('refresh_token_family').select('user_id').where('id', '=', familyId).executeTakeFirst()
+  return row?.user_id
+}
+
 /** One family with its user, whatever its state; undefined when there is no such family. */
 export async function findSession(db: Executor, familyId: string): Promise<(Session & { user_id: string }) | undefined> {
   const row = await sessionsQuery(db).where('f.id', '=', familyId).executeTakeFirst()
   return row && { ...toSession(row), user_id: row.user_id }
-}
-
-/**
- * Revokes one family through `revokeFamily` (its UPDATE takes the family's row lock, so it
- * waits for a rotation in progress and no later rotation succeeds). Never touches the user's
- * other families. False when it was already revoked. An admin revocation is audited as such too.
- */
-export async function revokeSession(db: Db, familyId: string, reason: string, ctx: RequestContext, actor?: AdminActor): Promise<boolean> {
-  if (!actor) return revokeFamily(db, familyId, reason, ctx)
-  return revokeFamily(db, familyId, reason, ctx, {
-    detail: actorDetail(actor),
-    // Every admin request is recorded, also one that found the family already revoked, in the
-    // revocation's own transaction.
-    also: async (trx, revoked) => {
-      const family = await trx.selectFrom('refresh_token_family').select('user_id').where('id', '=', familyId).executeTakeFirst()
-      await recordEvent(trx, { type: 'admin.sessions_revoked', clientId: actor.clientId, userId: family?.user_id, familyId, ...ctx, detail: { ...actorDetail(actor), reason, count: revoked ? 1 : 0 } })
-    },
-  })
-}
-
-/**
- * Logout everywhere: revokes every family of the user that is not revoked and not past its
- * absolute limit, and writes one `refresh_token.revoked` event per family, in one statement;
- * with `actor`, one `admin.sessions_revoked` event in the same transaction. The families are
- * locked in id order (no deadlock between two of these) by the same row locks rotation takes,
- * so a rotation in progress finishes first and every later one sees the revocation.
- * Returns how many families it revoked.
- */
-export async function revokeAllSessions(db: Db, userId: string, reason: string, ctx: RequestContext, actor?: AdminActor): Promise<number> {
-  const detail = JSON.stringify({ reason, ...(actor ? actorDetail(actor) : {}) })
-  const ip = trim(ctx.ip, 64)
-  const userAgent = trim(ctx.userAgent, 512)
-  return db.transaction().execute(async (trx) => {
-    const { count } = await trx
-      .with('target', (q) =>
-        q
-          .selectFrom('refresh_token_family')
-          .select('id')
-          .where('user_id', '=', userId)
-          .where('revoked_at', 'is', null)
-          .where('expires_at', '>', sql<Date>`now()`)
-          .orderBy('id')
-          .forUpdate(),
-      )
-      .with('revoked', (q) =>
-        q
-          .updateTable('refresh_token_family')
-          .set({ revoked_at: sql`now()`, revoked_reason: reason })
-          .where('id', 'in', (s) => s.selectFrom('target').select('id'))
-          .where('revoked_at', 'is', null)
-          .returning(['id', 'client_id', 'user_id']),
-      )
-      .with('audit', (q) =>
-        q
-          .insertInto('audit_event')
-          .columns(['type', 'client_id', 'user_id', 'family_id', 'ip', 'user_agent', 'detail'])
-          .expression((e) =>
-            e
-              .selectFrom('revoked')
-              .select([
-                sql<string>`'refresh_token.revoked'`.as('type'),
-                'client_id',
-                'user_id',
-                'id',
-                sql<string | null>`${ip}::text`.as('ip'),
-                sql<string | null>`${userAgent}::text`.as('user_agent'),
-                sql<string>`${detail}::jsonb`.as('detail'),
-              ]),
-          ),
-      )
-      .selectFrom('revoked')
-      .select(sql<string>`count(*)::text`.as('count'))
-      .executeTakeFirstOrThrow()
-    const n = Number(count)
-    if (actor) {
-      await recordEvent(trx, { type: 'admin.sessions_revoked', clientId: actor.clientId, userId, ...ctx, detail: { ...actorDetail(actor), reason, count: n } })
-    }
-    return n
-  })
-}
-
-function actorDetail(actor: AdminActor): Record<string, unknown> {
-  return { via: actor.via, ...(actor.clientId !== undefined ? { admin_client_id: actor.clientId } : {}) }
 }

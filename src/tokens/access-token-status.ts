@@ -1,5 +1,5 @@
 import type { ClientCache } from '../clients/client-cache.js'
-import type { Db } from '../db/schema.js'
+import type { Executor } from '../db/schema.js'
 import { UUID, type AccessTokenClaims } from './access-token.js'
 import { findLiveTokenUser, isAccessTokenLive } from './revoked-access-tokens.store.js'
 
@@ -7,13 +7,13 @@ import { findLiveTokenUser, isAccessTokenLive } from './revoked-access-tokens.st
  * Whether a verified access token is still good at Tessera's own endpoints: its client is
  * not disabled, its `jti` is not revoked, and its family (when it has one) is not revoked.
  */
-export async function accessTokenIsLive(db: Db, clients: ClientCache, claims: AccessTokenClaims): Promise<boolean> {
+export async function accessTokenIsLive(db: Executor, clients: ClientCache, claims: AccessTokenClaims): Promise<boolean> {
   if (!(await holderEnabled(clients, claims))) return false
   return isAccessTokenLive(db, claims.jti, claims.sid)
 }
 
 /** The user of a still-good access token (see above), or undefined; one round trip. */
-export async function liveTokenUser(db: Db, clients: ClientCache, claims: AccessTokenClaims) {
+export async function liveTokenUser(db: Executor, clients: ClientCache, claims: AccessTokenClaims) {
   if (!UUID.test(claims.sub) || !(await holderEnabled(clients, claims))) return undefined
   return findLiveTokenUser(db, claims.sub, claims.jti, claims.sid)
 }

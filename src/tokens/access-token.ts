@@ -48,14 +48,16 @@ export async function issueAccessToken(keyring: Keyring, issuer: string, ttlSeco
   return { token, jti, expiresAt: nowSeconds + ttlSeconds }
 }
 
+export interface IdTokenInput {
+  subject: string
+  clientId: string
+  authTime: Date
+  sessionId?: string | undefined
+  username?: string | undefined
+}
+
 /** Signs an OIDC ID token (OIDC Core §2) for `openid` requests. */
-export async function issueIdToken(
-  keyring: Keyring,
-  issuer: string,
-  ttlSeconds: number,
-  nowSeconds: number,
-  input: { subject: string; clientId: string; authTime: Date; sessionId?: string | undefined; username?: string | undefined },
-) {
+export async function issueIdToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, input: IdTokenInput) {
   const signer = keyring.activeSigner()
   const claims: Record<string, unknown> = { auth_time: Math.floor(input.authTime.getTime() / 1000), azp: input.clientId }
   if (input.sessionId) claims.sid = input.sessionId

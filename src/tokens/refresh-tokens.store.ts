@@ -1,39 +1,9 @@
-import { sql, type Transaction } from 'kysely'
-import type { Database, Db, Executor } from '../db/schema.js'
-import { recordEvent, trim } from '../audit/audit.store.js'
+import { sql } from 'kysely'
+import { trim } from '../audit/audit.store.js'
+import { actorDetail, type AuditContext, type RequestContext } from '../audit/context.js'
+import type { Executor, Trx } from '../db/schema.js'
 import { hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from './refresh-token.js'
-
-/** What a live family lets the holder of its newest token do. */
-export interface Family {
-  id: string
-  clientId: string
-  userId: string
-  scope: string
-  authTime: Date
-  expiresAt: Date
-}
-
-/** The family's user, read in the same statement that locks the family. */
-export interface FamilyUser {
-  username: string
-  roles: string[]
-}
-
-/** Who is calling, stored on the family as "last used". */
-export interface RequestContext {
-  ip: string | undefined
-  userAgent: string | undefined
-}
-
-export interface Lifetimes {
-  idleSeconds: number
-  absoluteSeconds: number
-}
-
-export type RotateOutcome =
-  | { kind: 'rotated' | 'retried'; family: Family; user: FamilyUser; refreshToken: string }
-  | { kind: 'not_found' | 'wrong_client' | 'revoked' | 'expired' | 'user_disabled' | 'invalid_scope' | 'retry_mismatch' }
-  | { kind: 'reused'; familyId: string }
+import type { Family, Lifetimes, RotateOutcome } from './refresh-tokens.js'
 
 export interface RotateRequest {
   clientId: string
@@ -49,7 +19,7 @@ export interface RotateRequest {
  * and the issue with it: one statement, so one round trip and all or nothing.
  */
 export async function createFamily(
-  db: Db,
+  db: Executor,
   input: { clientId: string; userId: string; scope: string },
   lifetimes: Lifetimes,
   ctx: RequestContext,
@@ -96,7 +66,7 @@ interface RotateRow {
  * immediate parent of the family's newest token and that successor is younger than the grace
  * window; otherwise it is reuse and the whole family is revoked.
  */
-export async function rotate(db: Db, presented: string, request: RotateRequest, lifetimes: Lifetimes, ctx: RequestContext): Promise<RotateOutcome> {
+export async function rotate(db: Executor, presented: string, request: RotateRequest, lifetimes: Lifetimes, ctx: RequestContext): Promise<RotateOutcome> {
   if (!looksLikeRefreshToken(presented)) return { kind: 'not_found' }
   const { rows } = await sql<RotateRow>`select * from tessera_rotate_refresh_token(
     ${hashRefreshToken(presented)}, ${request.clientId}, ${request.successors.map(hashRefreshToken)}::bytea[],
@@ -131,30 +101,66 @@ export async function findFamilyByToken(db: Executor, presented: string): Promis
   return row && { id: row.id, clientId: row.client_id }
 }
 
+/** Why families are revoked outside rotation (reuse is decided inside `tessera_rotate_refresh_token`). */
+export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled'
+
 /**
- * Revokes a family. The UPDATE takes the family's row lock, so it waits for a rotation in
- * progress and every later rotation sees `revoked_at`: once this returns, nothing refreshes.
- * `also` runs in the same transaction (an audit row of the caller's own, say), whatever the outcome.
+ * Which families to revoke: one, a user's (`liveOnly`: only those still within their absolute
+ * limit, as logout everywhere counts them), or a client's. Already revoked ones are never touched.
  */
-export async function revokeFamily(
-  db: Db,
-  familyId: string,
-  reason: string,
-  ctx: RequestContext,
-  extra: { detail?: Record<string, unknown>; also?: (trx: Transaction<Database>, revoked: boolean) => Promise<void> } = {},
-): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const row = await trx
-      .updateTable('refresh_token_family')
-      .set({ revoked_at: sql`now()`, revoked_reason: reason })
-      .where('id', '=', familyId)
-      .where('revoked_at', 'is', null)
-      .returning(['id', 'client_id', 'user_id'])
-      .executeTakeFirst()
-    if (row) await recordEvent(trx, { type: 'refresh_token.revoked', familyId: row.id, clientId: row.client_id, userId: row.user_id, ...ctx, detail: { reason, ...extra.detail } })
-    await extra.also?.(trx, row !== undefined)
-    return row !== undefined
-  })
+export type FamilyFilter = { familyId: string } | { userId: string; liveOnly?: boolean } | { clientId: string }
+
+/**
+ * The one way a family is revoked outside rotation, and audited: one statement locks the matching
+ * families in id order (no deadlock between two of these), revokes them, and writes one
+ * `refresh_token.revoked` event per family (with the reason and the admin actor, if any). The row
+ * locks are the ones rotation takes, so a rotation in progress finishes first and every later one
+ * sees the revocation: once the caller's transaction commits, nothing of these families refreshes.
+ * Takes a transaction: the use case commits it together with what else it changes.
+ */
+export async function revokeFamilies(trx: Trx, filter: FamilyFilter, reason: FamilyRevokeReason, ctx: AuditContext): Promise<{ id: string; client_id: string; user_id: string }[]> {
+  const detail = JSON.stringify({ reason, ...actorDetail(ctx.actor) })
+  const ip = trim(ctx.ip, 64)
+  const userAgent = trim(ctx.userAgent, 512)
+  let target = trx.selectFrom('refresh_token_family').select('id').where('revoked_at', 'is', null)
+  if ('familyId' in filter) target = target.where('id', '=', filter.familyId)
+  else if ('clientId' in filter) target = target.where('client_id', '=', filter.clientId)
+  else {
+    target = target.where('user_id', '=', filter.userId)
+    if (filter.liveOnly) target = target.where('expires_at', '>', sql<Date>`now()`)
+  }
+  return trx
+    .with('target', () => target.orderBy('id').forUpdate())
+    .with('revoked', (q) =>
+      q
+        .updateTable('refresh_token_family')
+        .set({ revoked_at: sql`now()`, revoked_reason: reason })
+        .where('id', 'in', (s) => s.selectFrom('target').select('id'))
+        .where('revoked_at', 'is', null)
+        .returning(['id', 'client_id', 'user_id']),
+    )
+    .with('audit', (q) =>
+      q
+        .insertInto('audit_event')
+        .columns(['type', 'client_id', 'user_id', 'family_id', 'ip', 'user_agent', 'detail'])
+        .expression((e) =>
+          e
+            .selectFrom('revoked')
+            .select([
+              sql<string>`'refresh_token.revoked'`.as('type'),
+              'client_id',
+              'user_id',
+              'id',
+              sql<string | null>`${ip}::text`.as('ip'),
+              sql<string | null>`${userAgent}::text`.as('user_agent'),
+              sql<string>`${detail}::jsonb`.as('detail'),
+            ])
+            .orderBy('id'),
+        ),
+    )
+    .selectFrom('revoked')
+    .select(['id', 'client_id', 'user_id'])
+    .execute()
 }
 
 function toFamily(f: { id: string; client_id: string; user_id: string; scope: string; auth_time: Date; expires_at: Date }): Family {

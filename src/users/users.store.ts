@@ -1,23 +1,9 @@
 import { sql } from 'kysely'
-import type { AppUserRow, Db, Executor } from '../db/schema.js'
-
-/** A user as the rest of Tessera sees it. */
-export interface User {
-  id: string
-  username: string
-  passwordHash: string
-  roles: string[]
-  disabled: boolean
-  createdAt: Date
-}
+import type { AppUserRow, Executor, Trx } from '../db/schema.js'
+import { normalizeUsername, type User } from './user.js'
 
 function toUser(row: AppUserRow): User {
   return { id: row.id, username: row.username, passwordHash: row.password_hash, roles: row.roles, disabled: row.disabled_at !== null, createdAt: row.created_at }
-}
-
-/** Usernames are compared case-insensitively; they are stored lower-cased. */
-export function normalizeUsername(username: string): string {
-  return username.normalize('NFC').toLowerCase()
 }
 
 export async function findUserByUsername(db: Executor, username: string): Promise<User | undefined> {
@@ -46,25 +32,13 @@ export async function updatePasswordHash(db: Executor, id: string, passwordHash:
   await db.updateTable('app_user').set({ password_hash: passwordHash, updated_at: sql`now()` }).where('id', '=', id).execute()
 }
 
-/**
- * Disables a user and revokes all of their refresh-token families in one transaction;
- * returns false when there is no such user.
- */
-export async function disableUser(db: Db, username: string): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const row = await trx
-      .updateTable('app_user')
-      .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
-      .where('username', '=', normalizeUsername(username))
-      .returning('id')
-      .executeTakeFirst()
-    if (!row) return false
-    await trx
-      .updateTable('refresh_token_family')
-      .set({ revoked_at: sql`now()`, revoked_reason: 'user_disabled' })
-      .where('user_id', '=', row.id)
-      .where('revoked_at', 'is', null)
-      .execute()
-    return true
-  })
+/** Marks a user disabled (the first disable time is kept); the user's id, or undefined when unknown. */
+export async function markUserDisabled(trx: Trx, username: string): Promise<string | undefined> {
+  const row = await trx
+    .updateTable('app_user')
+    .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
+    .where('username', '=', normalizeUsername(username))
+    .returning('id')
+    .executeTakeFirst()
+  return row?.id
 }

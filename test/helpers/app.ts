@@ -4,12 +4,16 @@ import { Writable } from 'node:stream'
 import pg from 'pg'
 import type { Test } from 'tap'
 import { buildApp, type Tessera } from '../../src/app.js'
-import { createClient, type GrantType, type NewClient } from '../../src/clients/clients.store.js'
+import type { NewClient } from '../../src/clients/client.js'
+import { createClient } from '../../src/clients/clients.store.js'
+import type { Clock } from '../../src/clock.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { openDatabase, type DatabaseHandle } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
+import type { KeyOptions } from '../../src/keys/lifecycle.js'
 import { PasswordHasher } from '../../src/users/passwords.js'
 import { createUser } from '../../src/users/users.store.js'
+import { clockAt } from './clock.js'
 
 export type Backend = 'postgres' | 'pglite'
 
@@ -21,7 +25,9 @@ export const APP_ORIGIN = 'https://app.example.com'
 export interface TestAppOptions {
   env?: Record<string, string>
   backend?: Backend
-  /** Milliseconds since the epoch, for a controllable clock. */
+  /** The app's clock (a ManualClock the test moves); the wall clock by default. */
+  clock?: Clock
+  /** Shorthand: milliseconds since the epoch from the test, with the wall clock's timers. */
   now?: () => number
 }
 
@@ -90,7 +96,8 @@ export async function testApp(t: Test, opts: TestAppOptions = {}): Promise<TestA
       cb()
     },
   })
-  const tessera = await buildApp({ config, database, logStream, ...(opts.now ? { now: opts.now } : {}) })
+  const clock = opts.clock ?? (opts.now ? clockAt(opts.now) : undefined)
+  const tessera = await buildApp({ config, database, logStream, ...(clock ? { clock } : {}) })
   t.teardown(async () => {
     await tessera.close()
     await database.close()
@@ -111,7 +118,7 @@ export async function testApp(t: Test, opts: TestAppOptions = {}): Promise<TestA
       const { client, secret } = await createClient(database.db, {
         name: 'test client',
         isPublic: false,
-        grantTypes: ['client_credentials', 'refresh_token', 'password'] as GrantType[],
+        grantTypes: ['client_credentials', 'refresh_token', 'password'],
         scopes: ['openid', 'read', 'write'],
         audience: ['https://api.example.com'],
         ...input,
@@ -149,4 +156,9 @@ export async function passwordLogin(app: TestApp, client: { id: string; secret?:
   const res = await tokenRequest(app, { grant_type: 'password', username, password, scope }, client)
   if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
   return res.json() as { access_token: string; refresh_token: string; id_token?: string; scope: string; expires_in: number }
+}
+
+/** The options of a key lifecycle call on `app`'s keys (KEKs, policy), at `nowMs` (the wall clock by default). */
+export function keyOptions(app: { services: Tessera['services'] }, nowMs = app.services.clock.nowMs()): KeyOptions {
+  return { keks: app.services.keyring.keks, policy: app.services.keyring.policy, nowMs }
 }

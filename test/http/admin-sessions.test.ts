@@ -2,7 +2,8 @@
 // DESIGN rotation promises 3 and 5; SECURITY.md #63, #71, #76, #81, #122, #23.
 import t from 'tap'
 import type { Test } from 'tap'
-import { disableClient } from '../../src/clients/clients.store.js'
+import { CLI_CONTEXT } from '../../src/audit/context.js'
+import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, FORM, form, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const PASSWORD = 'correct horse battery'
@@ -82,7 +83,7 @@ t.test('admin guard on every sessions endpoint: 401 without a good token, 403 wi
   const disabledClient = await app.createClient({ name: 'old admin', grantTypes: ['client_credentials'], scopes: ['tessera:admin'], audience: [] })
   const disabledAdmin = await clientToken(app, disabledClient, 'tessera:admin')
   t.equal((await call(app, 'GET', '/admin/audit', disabledAdmin)).statusCode, 200, 'the token works before its client is disabled')
-  await disableClient(app.database.db, disabledClient.id)
+  await disableClient(app.database.db, disabledClient.id, CLI_CONTEXT)
   await sleep(1100) // CACHE_REFRESH_SECONDS=1
   // A client that has the admin scope and also logs users in: the user's token carries the scope,
   // but it is the user's, not the client's own (sub is the user, sid the session).

@@ -6,9 +6,10 @@ import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVe
 import { buildApp } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
 import { parseKek } from '../../src/keys/kek.js'
-import { generateSigningKey, rotateKey } from '../../src/keys/keys.store.js'
+import { generateSigningKey } from '../../src/keys/key-material.js'
+import { rotateKey } from '../../src/keys/lifecycle.js'
 import { verifyAccessToken } from '../../src/tokens/access-token.js'
-import { ISSUER, TEST_KEK, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { ISSUER, keyOptions, TEST_KEK, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const JWKS_PATH = '/.well-known/jwks.json'
 const DISCOVERY_PATHS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']
@@ -27,7 +28,7 @@ async function jwks(app: TestApp | { app: TestApp['app'] }): Promise<JWK[]> {
 
 /** Rotates to a new active key and makes this instance see it. */
 async function rotate(app: TestApp, alg: 'ES256' | 'RS256' = 'ES256') {
-  const out = await rotateKey(app.database.db, alg, kek)
+  const out = await rotateKey(app.database.db, keyOptions(app), alg)
   await app.services.keyring.reload()
   return out
 }

@@ -1,7 +1,6 @@
 // Housekeeping: dead families (and their tokens), expired denylist entries and old audit events
 // are deleted in bounded batches, by one instance or several at once; live families keep their
 // used tokens, so reuse detection still works. Plus the background timer and the CLI command.
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Writable } from 'node:stream'
 import { sql } from 'kysely'
 import t from 'tap'
@@ -11,9 +10,11 @@ import { run } from '../../src/cli/main.js'
 import { loadConfig } from '../../src/config.js'
 import { openDatabase } from '../../src/db/connect.js'
 import type { Db } from '../../src/db/schema.js'
-import { DENYLIST_SKEW_SECONDS, runHousekeeping, type HousekeepingSettings } from '../../src/housekeeping.js'
+import { runHousekeeping, type HousekeepingSettings } from '../../src/housekeeping/housekeeping.js'
+import { DENYLIST_SKEW_SECONDS } from '../../src/housekeeping/housekeeping.store.js'
 import type { HousekeepingTable } from '../../src/metrics.js'
 import { passwordLogin, testApp, testEnv, tokenRequest, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const PASSWORD = 'correct horse battery'
 const DAY = 86_400
@@ -23,8 +24,8 @@ const NONE = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 
 type Client = { id: string; secret: string | undefined }
 
 /** A user and a body-delivery client on a fresh app. */
-async function setup(t: Test, env: Record<string, string> = {}) {
-  const app = await testApp(t, { env })
+async function setup(t: Test, env: Record<string, string> = {}, clock?: ManualClock) {
+  const app = await testApp(t, { env, ...(clock ? { clock } : {}) })
   const user = await app.createUser('alice', PASSWORD)
   const client = await app.createClient()
   return { app, db: app.database.db, user, client }
@@ -220,24 +221,23 @@ t.test('each batch finds its rows through an index (migration 0009 for families)
   t.match(await plan(`select id from refresh_token where family_id = any('{00000000-0000-0000-0000-000000000000}'::uuid[]) limit 10`), /refresh_token_family_idx/)
 })
 
-/** Waits until `logs` has a line matching `re` (the timer runs every ~1 s here). */
-async function waitForLog(logs: string[], re: RegExp, from = 0, ms = 8000): Promise<Record<string, any> | undefined> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    const line = logs.slice(from).find((l) => re.test(l))
-    if (line) return JSON.parse(line)
-    await sleep(50)
-  }
-  return undefined
-}
-
 const scrape = async (app: TestApp) => (await app.app.inject({ method: 'GET', url: '/metrics' })).body
 
+/** The log lines from `from` on that match `re`, parsed. */
+const linesOf = (logs: string[], re: RegExp, from = 0) => logs.slice(from).filter((l) => re.test(l)).map((l) => JSON.parse(l) as Record<string, any>)
+
 t.test('the background job: runs on its timer, counts in /metrics, logs once per run; a failed run warns and the next retries', async (t) => {
-  const { app, db } = await setup(t, { HOUSEKEEPING_INTERVAL_SECONDS: '1' })
+  const clock = new ManualClock()
+  const { app, db } = await setup(t, { HOUSEKEEPING_INTERVAL_SECONDS: '1' }, clock)
+  // Moves the clock past the job's next run (the first within 0.5–1 interval, then 0.8–1.2) and waits for the run.
+  const nextRun = async () => {
+    clock.advance(1200)
+    await app.jobs.housekeeping.idle()
+  }
   // A broken table: the run fails, the process does not.
   await sql`alter table revoked_access_token rename to revoked_access_token_away`.execute(db)
-  const failed = await waitForLog(app.logs, /housekeeping failed/)
+  await nextRun()
+  const failed = linesOf(app.logs, /housekeeping failed/)[0]
   t.ok(failed, 'a warning')
   t.equal(failed?.level, 40, 'at warn level')
   t.equal(failed?.err?.code, '42P01', 'with the database error code')
@@ -247,27 +247,31 @@ t.test('the background job: runs on its timer, counts in /metrics, logs once per
   await sql`alter table revoked_access_token_away rename to revoked_access_token`.execute(db)
   await insertDenylist(db, 3, '-1 day')
   const from = app.logs.length
-  const done = await waitForLog(app.logs, /"msg":"housekeeping"/, from)
+  await nextRun()
+  const done = linesOf(app.logs, /"msg":"housekeeping"/, from)[0]
   t.ok(done, 'the next run succeeds')
   t.same(done?.deleted, { ...NONE, revoked_access_token: 3 })
   t.equal(done?.level, 30, 'one info line')
   const text = await scrape(app)
   t.match(text, /^tessera_housekeeping_deleted_rows_total\{table="revoked_access_token"\} 3$/m)
   t.match(text, /^tessera_housekeeping_runs_total\{outcome="ok"\} [1-9]/m)
-  await sleep(1500)
+  await nextRun()
+  await nextRun()
   t.equal(app.logs.slice(from).filter((l) => l.includes('"msg":"housekeeping"')).length, 1, 'runs that delete nothing log nothing')
 })
 
 t.test('HOUSEKEEPING_INTERVAL_SECONDS=0 never runs, and close() stops the timer', async (t) => {
-  const { app, db } = await setup(t, { HOUSEKEEPING_INTERVAL_SECONDS: '0' })
+  const clock = new ManualClock()
+  const { app, db } = await setup(t, { HOUSEKEEPING_INTERVAL_SECONDS: '0' }, clock)
   await insertDenylist(db, 2, '-1 day')
   // A second instance with the timer on, closed at once.
   const config = loadConfig(testEnv({ DATABASE_URL: app.databaseUrl!, HOUSEKEEPING_INTERVAL_SECONDS: '1' }))
   const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 2, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
   const lines: string[] = []
-  const closed = await buildApp({ config, database, logStream: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }) })
+  const closed = await buildApp({ config, database, clock, logStream: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }) })
   await closed.close()
-  await sleep(1600)
+  clock.advance(1600)
+  await Promise.all([app.jobs.housekeeping.idle(), closed.jobs.housekeeping.idle()])
   await database.close()
   t.equal((await counts(db)).denylist, 2, 'nothing deleted')
   t.notOk([...app.logs, ...lines].some((l) => l.includes('housekeeping')), 'no run at all')

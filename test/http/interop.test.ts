@@ -5,8 +5,8 @@ import type { Test } from 'tap'
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify } from 'jose'
 import * as oidc from 'openid-client'
 import { parseKek } from '../../src/keys/kek.js'
-import { rotateKey, scheduleRotation } from '../../src/keys/keys.store.js'
-import { TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+import { rotateKey, scheduleRotation } from '../../src/keys/lifecycle.js'
+import { keyOptions, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
 import { freePort } from '../helpers/processes.js'
 
 const API = 'https://api.example.com'
@@ -77,7 +77,7 @@ t.test('after a key rotation, tokens of the old and the new key both verify thro
   t.equal(counter.fetches, 1, 'the JWKS was fetched and cached')
   const oldKid = await activeKid(app)
 
-  const rotated = await rotateKey(app.database.db, 'ES256', parseKek(TEST_KEK))
+  const rotated = await rotateKey(app.database.db, keyOptions(app), 'ES256')
   t.same(rotated.retired, [oldKid])
   await app.services.keyring.reload()
   const b = (await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token
@@ -106,7 +106,7 @@ t.test('a token minted right after `keys rotate` verifies with jose defaults: a 
   await verifyAt((await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token, jwks, issuer)
   const oldKid = await activeKid(app)
   // What `tessera keys rotate` does: the new key is published as pending and signs later.
-  const rotated = await scheduleRotation(app.database.db, 'ES256', parseKek(TEST_KEK), { policy: app.services.keyring.policy })
+  const rotated = await scheduleRotation(app.database.db, keyOptions(app), 'ES256')
   t.equal(rotated.state, 'pending')
   await app.services.keyring.reload()
   const b = (await oidc.clientCredentialsGrant(config, { scope: 'read' })).access_token

@@ -181,7 +181,7 @@ t.test('a removed key: a token forged with its private key (kept from before) is
   const rotate = await app.app.inject({ method: 'POST', url: '/admin/keys/rotate', headers: { authorization: `Bearer ${await mintAdmin()}` }, payload: { immediate: true } })
   t.equal(rotate.statusCode, 200, rotate.body)
   now += (app.services.keyring.policy.retentionSeconds + 1) * 1000
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const row = await app.database.db.selectFrom('signing_key').select(['state', 'private_key_enc']).where('kid', '=', kid).executeTakeFirstOrThrow()
   t.equal(row.state, 'removed')
   t.equal(row.private_key_enc.length, 0, 'the private part is gone from the database')

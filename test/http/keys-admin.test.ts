@@ -10,6 +10,7 @@ import type { Test } from 'tap'
 import { buildApp, type Tessera } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { openDatabase } from '../../src/db/connect.js'
+import { asDb } from '../../src/db/schema.js'
 import { open, parseKek } from '../../src/keys/kek.js'
 import { TEST_KEK, testApp, testEnv, tokenRequest, type TestApp } from '../helpers/app.js'
 
@@ -304,7 +305,7 @@ t.test('#87 a revoke answered by an instance whose keyring was mid-reload: the a
   const held = new Set<unknown>()
   const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 4, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
   t.teardown(() => database.close())
-  const b = await buildApp({ config: app.config, database: { ...database, db: database.db.withPlugin(slow) }, logStream: new Writable({ write: (_c, _e, cb) => cb() }) })
+  const b = await buildApp({ config: app.config, database: { ...database, db: asDb(database.db.withPlugin(slow)) }, logStream: new Writable({ write: (_c, _e, cb) => cb() }) })
   t.teardown(() => b.close())
   const token = await mintAdmin(b, admin)
   const call = caller(b, () => token)

@@ -4,7 +4,6 @@
 // honours the cache headers, several instances running the schedule at once, and changes
 // reaching every instance within seconds without a restart.
 import { Writable } from 'node:stream'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
 import { sql } from 'kysely'
 import t from 'tap'
@@ -13,8 +12,10 @@ import { buildApp, type Tessera } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
 import type { SigningKeyRow } from '../../src/db/schema.js'
 import { kekSet, parseKek } from '../../src/keys/kek.js'
-import { revokeKey, rotateKey, runKeySchedule, scheduleRotation } from '../../src/keys/keys.store.js'
+import type { KeyPolicy } from '../../src/keys/policy.js'
+import { revokeKey, rotateKey, runKeySchedule, scheduleRotation, type KeyOptions } from '../../src/keys/lifecycle.js'
 import { basic, FORM, form, ISSUER, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const API = 'https://api.example.com'
 const HOUR = 3600
@@ -30,11 +31,21 @@ const LEAD = 300 + 10 + 60 // max-age ceiling + propagation + skew
 const RETENTION = 900 + 300 + 10 + 60 // longest token + the same allowances
 const kek = parseKek(TEST_KEK)
 
-/** A clock the test moves by hand (ms). */
+/** A clock the test moves by hand (`advance` in seconds; `now` in ms); the apps' timers follow it. */
 function clock(start = Date.now()) {
-  const c = { now: start, advance: (seconds: number) => (c.now += seconds * 1000), fn: () => c.now }
-  return c
+  const manual = new ManualClock(start)
+  return {
+    clock: manual,
+    get now() {
+      return manual.ms
+    },
+    advance: (seconds: number) => manual.advance(seconds * 1000),
+    fn: () => manual.ms,
+  }
 }
+
+/** Key lifecycle options at `nowMs` with this file's KEK. */
+const at = (nowMs: number, policy: KeyPolicy): KeyOptions => ({ keks: kekSet(kek), policy, nowMs })
 
 async function rows(app: { database: TestApp['database'] }): Promise<SigningKeyRow[]> {
   // Keys made at the same instant (the first key and its standby): the one that signed first, first.
@@ -57,10 +68,10 @@ async function clientToken(app: { app: TestApp['app'] }, client: { id: string; s
 }
 
 /** A second instance on the same database, with its own pool and the same clock. */
-async function secondInstance(t: Test, app: TestApp, now: () => number): Promise<Tessera> {
+async function secondInstance(t: Test, app: TestApp, clock: ManualClock): Promise<Tessera> {
   const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 3, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
   const quiet = new Writable({ write: (_c, _e, cb) => cb() })
-  const other = await buildApp({ config: app.config, database, logStream: quiet, now })
+  const other = await buildApp({ config: app.config, database, logStream: quiet, clock })
   t.teardown(async () => {
     await other.close()
     await database.close()
@@ -71,7 +82,7 @@ async function secondInstance(t: Test, app: TestApp, now: () => number): Promise
 t.test('#85 #86 the schedule: a standby is published as soon as a key is active, signs one interval later; retired for the retention, then removed', async (t) => {
   const c = clock()
   const t0 = c.now
-  const app = await testApp(t, { now: c.fn, env: ENV })
+  const app = await testApp(t, { clock: c.clock, env: ENV })
   const policy = app.services.keyring.policy
   t.equal(policy.publishLeadSeconds, LEAD)
   t.equal(policy.retentionSeconds, RETENTION)
@@ -93,10 +104,10 @@ t.test('#85 #86 the schedule: a standby is published as soon as a key is active,
   c.advance(200)
   t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'within the skew allowance of the activation: 0')
   c.advance(59)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['active', 'pending'], 'not a second early')
   c.advance(1)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const activated = await rows(app)
   t.same(activated.map((r) => r.state), ['retired', 'active', 'pending'], 'activation, and the next standby in the same step')
   t.equal(activated[1]!.activated_at!.getTime(), c.now)
@@ -115,10 +126,10 @@ t.test('#85 #86 the schedule: a standby is published as soon as a key is active,
   c.advance(-100)
   t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 100, 'shortened to the removal minus the allowance')
   c.advance(160 - 1)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['retired', 'active', 'pending'], 'not a second early')
   c.advance(1)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const removed = await rows(app)
   t.same(removed.map((r) => r.state), ['removed', 'active', 'pending'])
   t.equal(removed[0]!.removed_at!.getTime(), c.now)
@@ -127,27 +138,27 @@ t.test('#85 #86 the schedule: a standby is published as soon as a key is active,
 
 t.test('rotation off (KEY_ROTATION_INTERVAL_SECONDS=0): no key is ever published by the schedule; max-age is the ceiling', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  const app = await testApp(t, { clock: c.clock, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
   c.advance(400 * 86_400)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['active'])
   t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 300)
 })
 
 t.test('a scheduled rotation by command (keys rotate): pending now, active after the lead, idempotent', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  const app = await testApp(t, { clock: c.clock, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
   const [first] = await rows(app)
   c.advance(1)
-  const r = await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
+  const r = await scheduleRotation(app.database.db, at(c.now, app.services.keyring.policy), 'ES256')
   t.match(r, { state: 'pending', created: true })
   t.equal(r.activateAt.getTime(), c.now + LEAD * 1000)
-  const again = await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now + 5000, policy: app.services.keyring.policy })
+  const again = await scheduleRotation(app.database.db, at(c.now + 5000, app.services.keyring.policy), 'ES256')
   t.same(again, { ...r, created: false }, 'a second call returns the same pending key')
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(kidsOf((await getJwks(app)).body), [first!.kid, r.kid].sort(), 'the instance saw it within one tick')
   c.advance(LEAD)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['retired', 'active'])
   t.equal(decodeProtectedHeader(await clientToken(app, await app.createClient())).kid, r.kid)
 })
@@ -188,8 +199,8 @@ function resourceServer(jwksUrl: string, now: () => number) {
 
 t.test('rotation drill: a resource server honouring the cache headers verifies every token before, during and after two rotations (#85 #86 #89)', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
-  const b = await secondInstance(t, app, c.fn)
+  const app = await testApp(t, { clock: c.clock, env: ENV })
+  const b = await secondInstance(t, app, c.clock)
   await app.app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.app.server.address() as { port: number }).port
   const rs = resourceServer(`http://127.0.0.1:${port}/.well-known/jwks.json`, c.fn)
@@ -206,7 +217,7 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
   for (let i = 0; i < steps; i++) {
     c.advance(STEP)
     // Both instances run the schedule (they race for it) and pick up each other's changes.
-    await Promise.all([app.services.keyring.tick(), b.services.keyring.tick()])
+    await Promise.all([app.jobs.keySync.run(), b.jobs.keySync.run()])
     const jwks = await getJwks(i % 2 === 0 ? app : b)
     samples.push({ at: c.now, etag: String(jwks.headers.etag), maxAge: maxAgeOf(jwks.headers['cache-control']) })
     const via = i % 2 === 0 ? app : b
@@ -239,24 +250,24 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
 
 t.test('#88 #143 five instances run the schedule at once: exactly one new key at each step, never zero active keys', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
-  const others = await Promise.all(Array.from({ length: 4 }, () => secondInstance(t, app, c.fn)))
+  const app = await testApp(t, { clock: c.clock, env: ENV })
+  const others = await Promise.all(Array.from({ length: 4 }, () => secondInstance(t, app, c.clock)))
   const all = [app, ...others]
   t.same((await states(app)).sort(), ['active', 'pending'], 'one standby at start: the other instances made no key')
   const activeCount = async () => (await rows(app)).filter((r) => r.state === 'active').length
 
   // Revoke the standby: every instance wants to publish the next one at once.
-  await revokeKey(app.database.db, (await rows(app))[1]!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
-  await Promise.all([...all.map((i) => i.services.keyring.tick()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy }))])
+  await revokeKey(app.database.db, at(c.now, app.services.keyring.policy), (await rows(app))[1]!.kid)
+  await Promise.all([...all.map((i) => i.jobs.keySync.run()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, at(c.now, app.services.keyring.policy)))])
   t.same((await states(app)).sort(), ['active', 'pending', 'revoked'], 'exactly one new standby')
 
   c.advance(HOUR)
-  await Promise.all([...all.map((i) => i.services.keyring.tick()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, kekSet(kek), { now: c.now, policy: app.services.keyring.policy }))])
+  await Promise.all([...all.map((i) => i.jobs.keySync.run()), ...Array.from({ length: 10 }, () => runKeySchedule(app.database.db, at(c.now, app.services.keyring.policy)))])
   t.same((await states(app)).sort(), ['active', 'pending', 'retired', 'revoked'], 'exactly one activation and one new standby')
   t.equal(await activeCount(), 1)
   const etags = new Set<string>()
   for (const i of all) {
-    await i.services.keyring.tick()
+    await i.jobs.keySync.run()
     etags.add(String((await getJwks(i)).headers.etag))
   }
   t.equal(etags.size, 1, 'every instance serves the same key set (#145)')
@@ -264,19 +275,23 @@ t.test('#88 #143 five instances run the schedule at once: exactly one new key at
   for (const i of all) t.equal(i.services.keyring.activeSigner().kid, activeKid, 'every instance signs with the new key')
 
   c.advance(RETENTION)
-  await Promise.all(all.map((i) => i.services.keyring.tick()))
+  await Promise.all(all.map((i) => i.jobs.keySync.run()))
   t.same((await states(app)).sort(), ['active', 'pending', 'removed', 'revoked'], 'exactly one removal')
 })
 
 t.test('the schedule runs by itself on the background timer, and a change reaches another instance within seconds (#139)', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
-  const b = await secondInstance(t, app, c.fn)
+  const app = await testApp(t, { clock: c.clock, env: ENV })
+  const b = await secondInstance(t, app, c.clock)
   const before = String((await getJwks(b)).headers.etag)
+  // The clock moves an interval: the key-sync timers of both instances fire (one runs the
+  // schedule); one poll later (1 s) B has what A did. Nobody calls anything.
+  const settled = () => Promise.all([app.jobs.keySync.idle(), b.jobs.keySync.idle()])
   c.advance(HOUR)
-  const started = Date.now()
-  while (Date.now() - started < 5000 && String((await getJwks(b)).headers.etag) === before) await sleep(100)
-  t.ok(Date.now() - started < 4000, `the standby was activated, the next one published, and that reached B in ${Date.now() - started} ms, without any call`)
+  await settled()
+  c.advance(1)
+  await settled()
+  t.ok(String((await getJwks(b)).headers.etag) !== before, 'the standby was activated, the next one published, and that reached B within one poll (1 s), without any call')
   t.same(await states(app), ['retired', 'active', 'pending'])
   t.equal(kidsOf((await getJwks(app)).body).length, 3)
   t.equal((await getJwks(app)).headers.etag, (await getJwks(b)).headers.etag)
@@ -284,14 +299,14 @@ t.test('the schedule runs by itself on the background timer, and a change reache
 
 t.test('#11 #85 a pending key verifies only from its activation time: forged early, refused; after another instance activated it, accepted', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
-  const b = await secondInstance(t, app, c.fn)
+  const app = await testApp(t, { clock: c.clock, env: ENV })
+  const b = await secondInstance(t, app, c.clock)
   const client = await app.createClient({ audience: [] })
-  await b.services.keyring.tick()
+  await b.jobs.keySync.run()
   const pendingKid = (await rows(app)).find((r) => r.state === 'pending')!.kid
   c.advance(HOUR)
   // A activates and signs; B has not ticked yet and still holds the key as pending.
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const token = await clientToken(app, client, 'read')
   t.equal(decodeProtectedHeader(token).kid, pendingKid)
   const res = await b.app.inject({ method: 'POST', url: '/introspect', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ token }) })
@@ -302,11 +317,11 @@ t.test('a JWKS request costs no serialisation: the same body object until the ke
   const app = await testApp(t, { env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
   const doc = app.services.keyring.jwksDocument()
   await getJwks(app)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   await app.services.keyring.reload()
   t.equal(app.services.keyring.jwksDocument(), doc, 'the very same document object')
-  await scheduleRotation(app.database.db, 'ES256', kek, { policy: app.services.keyring.policy })
-  await app.services.keyring.tick()
+  await scheduleRotation(app.database.db, at(Date.now(), app.services.keyring.policy), 'ES256')
+  await app.jobs.keySync.run()
   t.not(app.services.keyring.jwksDocument(), doc, 'a new one after the change')
 })
 
@@ -333,8 +348,8 @@ t.test('a database outage: the keyring keeps its keys, logs once, and recovers',
     return { inst, database, logs }
   })()
   await b.database.close()
-  await b.inst.services.keyring.tick()
-  await b.inst.services.keyring.tick()
+  await b.inst.jobs.keySync.run()
+  await b.inst.jobs.keySync.run()
   t.equal(b.logs.filter((l) => l.includes('signing key refresh failed')).length, 1, 'logged once')
   t.ok(b.inst.services.keyring.canSign(), 'still signs with the key it has')
   t.equal((await getJwks(b.inst)).statusCode, 200, 'the JWKS is served from memory (#126)')
@@ -342,28 +357,28 @@ t.test('a database outage: the keyring keeps its keys, logs once, and recovers',
 
 t.test('the embedded database (PGlite) runs the same schedule', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV, backend: 'pglite' })
+  const app = await testApp(t, { clock: c.clock, env: ENV, backend: 'pglite' })
   t.same(await states(app), ['active', 'pending'])
   c.advance(HOUR)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['retired', 'active', 'pending'])
   const revoked = (await rows(app))[0]!.kid
-  await revokeKey(app.database.db, revoked, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy, reason: 'test' })
+  await revokeKey(app.database.db, at(c.now, app.services.keyring.policy), revoked, { reason: 'test' })
   await app.services.keyring.reload()
   t.equal(kidsOf((await getJwks(app)).body).length, 2, 'the revoked key left the JWKS')
 })
 
 t.test('#87 emergency revoke of the active key promotes the standby: its kid was in a JWKS fetched long before, so a cached JWKS verifies its tokens without a re-fetch', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
+  const app = await testApp(t, { clock: c.clock, env: ENV })
   const client = await app.createClient()
   // A resource server fetched the JWKS at start and keeps it (the strictest cache: no re-fetch at all).
   const early = await getJwks(app)
   const cached = createLocalJWKSet(JSON.parse(early.body) as { keys: JWK[] })
   const [first, standby] = await rows(app)
   c.advance(HOUR / 2)
-  await app.services.keyring.tick()
-  const r = await revokeKey(app.database.db, first!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy, reason: 'leaked' })
+  await app.jobs.keySync.run()
+  const r = await revokeKey(app.database.db, at(c.now, app.services.keyring.policy), first!.kid, { reason: 'leaked' })
   t.match(r, { revoked: true, successor: standby!.kid, successorPrepublished: true }, 'the standby, published half an interval ago, signs now')
   await app.services.keyring.reload()
   const token = await clientToken(app, client)
@@ -371,7 +386,7 @@ t.test('#87 emergency revoke of the active key promotes the standby: its kid was
   t.ok(kidsOf(early.body).includes(standby!.kid), 'the successor was in the JWKS fetched before the revoke')
   await t.resolves(jwtVerify(token, cached, { issuer: ISSUER, audience: API, typ: 'at+jwt', currentDate: new Date(c.now) }), 'a resource server verifies it from its old cache')
   t.equal(maxAgeOf((await getJwks(app)).headers['cache-control']), 0, 'until the next standby is published, max-age is 0')
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const after = await rows(app)
   t.same(after.map((r) => r.state), ['revoked', 'active', 'pending'], 'the next standby is published at once')
   t.equal(after[2]!.activate_at!.getTime(), c.now + HOUR * 1000, 'it signs one interval after the promoted key started')
@@ -382,64 +397,64 @@ t.test('#87 emergency revoke of the active key promotes the standby: its kid was
 
 t.test('#87 revoke right after an activation: the standby is too fresh (published < L) but still promoted, and the result says so; with rotation off a new key signs', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
+  const app = await testApp(t, { clock: c.clock, env: ENV })
   c.advance(HOUR)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   const [, active, standby] = await rows(app)
   c.advance(LEAD - 1)
-  const r = await revokeKey(app.database.db, active!.kid, 'ES256', kek, { now: c.now, policy: app.services.keyring.policy })
+  const r = await revokeKey(app.database.db, at(c.now, app.services.keyring.policy), active!.kid)
   t.match(r, { successor: standby!.kid, successorPrepublished: false }, 'promoted, though not every cache has it yet')
 
-  const off = await testApp(t, { now: c.fn, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
+  const off = await testApp(t, { clock: c.clock, env: { ...ENV, KEY_ROTATION_INTERVAL_SECONDS: '0' } })
   t.same(await states(off), ['active'], 'rotation off: no standby')
   const only = (await rows(off))[0]!.kid
-  const r2 = await revokeKey(off.database.db, only, 'ES256', kek, { now: c.now, policy: off.services.keyring.policy })
+  const r2 = await revokeKey(off.database.db, at(c.now, off.services.keyring.policy), only)
   t.match(r2, { revoked: true, successorPrepublished: false }, 'a key nobody has seen signs at once')
   t.not(r2.successor, only)
 })
 
 t.test('successors keep the algorithm an operator rotated to: the standby, scheduled activations and an emergency revoke (explicit alg wins)', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
+  const app = await testApp(t, { clock: c.clock, env: ENV })
   const policy = app.services.keyring.policy
   const algs = async () => (await rows(app)).filter((r) => r.state === 'active' || r.state === 'pending').map((r) => `${r.state}:${r.alg}`).sort()
   t.same(await algs(), ['active:ES256', 'pending:ES256'])
-  const rotated = await rotateKey(app.database.db, 'RS256', kek, { now: c.now, policy })
+  const rotated = await rotateKey(app.database.db, at(c.now, policy), 'RS256')
   t.match(rotated, { alg: 'RS256', promoted: false, prepublished: false }, 'an explicit alg wins over the ES256 standby')
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await algs(), ['active:RS256', 'pending:ES256'], 'the ES256 standby stays (it never signed) until its time')
   c.advance(HOUR)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await algs(), ['active:ES256', 'pending:ES256'], 'it activates on schedule; the next standby copies it')
 
   // Withdraw the old-alg standby by scheduling an RS256 rotation; from then on everything is RS256.
-  const s = await scheduleRotation(app.database.db, 'RS256', kek, { now: c.now, policy })
+  const s = await scheduleRotation(app.database.db, at(c.now, policy), 'RS256')
   t.match(s, { alg: 'RS256', state: 'pending', created: true, withdrawn: String })
   t.equal(s.activateAt.getTime(), c.now + LEAD * 1000)
   c.advance(LEAD)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await algs(), ['active:RS256', 'pending:RS256'], 'the standby published after an RS256 activation is RS256, not SIGNING_ALG')
   const [active] = (await rows(app)).filter((r) => r.state === 'active')
-  await revokeKey(app.database.db, (await rows(app)).find((r) => r.state === 'pending')!.kid, 'ES256', kek, { now: c.now, policy })
-  const r = await revokeKey(app.database.db, active!.kid, 'ES256', kek, { now: c.now, policy })
+  await revokeKey(app.database.db, at(c.now, policy), (await rows(app)).find((r) => r.state === 'pending')!.kid)
+  const r = await revokeKey(app.database.db, at(c.now, policy), active!.kid)
   t.equal((await rows(app)).find((x) => x.kid === r.successor)!.alg, 'RS256', 'a generated emergency successor has the revoked key\'s alg')
-  const now = await rotateKey(app.database.db, undefined, kek, { now: c.now, policy })
+  const now = await rotateKey(app.database.db, at(c.now, policy))
   t.equal(now.alg, 'RS256', 'rotate --now without --alg keeps the active alg')
 })
 
 t.test('keys rotate (scheduled) with a standby: the standby is the answer, activated as soon as it has been published for the lead', async (t) => {
   const c = clock()
-  const app = await testApp(t, { now: c.fn, env: ENV })
+  const app = await testApp(t, { clock: c.clock, env: ENV })
   const policy = app.services.keyring.policy
   const [, standby] = await rows(app)
   c.advance(10)
-  const early = await scheduleRotation(app.database.db, undefined, kek, { now: c.now, policy })
+  const early = await scheduleRotation(app.database.db, at(c.now, policy))
   t.same(early, { kid: standby!.kid, alg: 'ES256', state: 'pending', activateAt: new Date(standby!.created_at.getTime() + LEAD * 1000), created: false }, 'published 10 s ago: it signs at publication + L')
-  t.same(await scheduleRotation(app.database.db, 'ES256', kek, { now: c.now + 5000, policy }), early, 'idempotent')
+  t.same(await scheduleRotation(app.database.db, at(c.now + 5000, policy), 'ES256'), early, 'idempotent')
   c.advance(LEAD)
-  await app.services.keyring.tick()
+  await app.jobs.keySync.run()
   t.same(await states(app), ['retired', 'active', 'pending'], 'rotated; and a new standby')
   c.advance(HOUR / 2)
-  const ready = await scheduleRotation(app.database.db, undefined, kek, { now: c.now, policy })
+  const ready = await scheduleRotation(app.database.db, at(c.now, policy))
   t.equal(ready.activateAt.getTime(), c.now, 'a standby published long ago signs at the next tick')
 })

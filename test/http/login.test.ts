@@ -5,7 +5,9 @@ import type { Test } from 'tap'
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
 import { APP_ORIGIN, basic, form, FORM, ISSUER, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 import { PasswordHasher } from '../../src/users/passwords.js'
-import { createUser, disableUser } from '../../src/users/users.store.js'
+import { CLI_CONTEXT } from '../../src/audit/context.js'
+import { disableUser } from '../../src/users/disable-user.js'
+import { createUser } from '../../src/users/users.store.js'
 
 const PASSWORD = 'correct horse battery'
 const COOKIE = '__Secure-tessera_rt'
@@ -398,7 +400,7 @@ t.test('#94 unknown user, wrong password, empty password, disabled user: one ans
   const app = await testApp(t)
   const alice = await app.createUser('alice', PASSWORD)
   const bob = await app.createUser('bob', PASSWORD)
-  t.equal(await disableUser(app.database.db, 'bob'), true)
+  t.equal(await disableUser(app.database.db, 'bob', CLI_CONTEXT), true)
   const client = await bodyClient(app)
 
   const attempts = {

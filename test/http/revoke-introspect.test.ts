@@ -1,7 +1,8 @@
 // POST /revoke (RFC 7009) and POST /introspect (RFC 7662): SECURITY.md section D, #71–#76 and #82.
 import t from 'tap'
 import type { Test } from 'tap'
-import { disableClient } from '../../src/clients/clients.store.js'
+import { CLI_CONTEXT } from '../../src/audit/context.js'
+import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, FORM, form, ISSUER, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const PASSWORD = 'correct horse battery'
@@ -310,7 +311,7 @@ t.test('#60 the client_credentials token of a disabled client is inactive', asyn
   const worker = await app.createClient({ audience: [api.id], grantTypes: ['client_credentials'] })
   const token = (await tokenRequest(app, { grant_type: 'client_credentials' }, worker)).json().access_token as string
   t.equal((await introspect(app, api, token)).json().active, true, 'active before')
-  await disableClient(app.database.db, worker.id)
+  await disableClient(app.database.db, worker.id, CLI_CONTEXT)
   await new Promise((r) => setTimeout(r, 1100))
   await assertInactive(t, app, api, token, 'after its client was disabled')
 })

@@ -2,7 +2,8 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
-import { disableClient } from '../../src/clients/clients.store.js'
+import { CLI_CONTEXT } from '../../src/audit/context.js'
+import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, form, FORM, ISSUER, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const API = 'https://api.example.com'
@@ -567,7 +568,7 @@ t.test('a disabled client is refused once the client cache has refreshed', async
   const client = await app.createClient()
   const before = await tokenRequest(app, { grant_type: 'client_credentials' }, client)
   t.equal(before.statusCode, 200, 'works while enabled (and is now cached)')
-  t.equal(await disableClient(app.database.db, client.id), true)
+  t.equal(await disableClient(app.database.db, client.id, CLI_CONTEXT), true)
   await new Promise((resolve) => setTimeout(resolve, 1100))
   const basicAuth = await tokenRequest(app, { grant_type: 'client_credentials' }, client)
   checkBasicChallenge(t, basicAuth)
@@ -579,7 +580,7 @@ t.test('a disabled public client is refused', async (t) => {
   const app = await testApp(t, { env: { CACHE_REFRESH_SECONDS: '1' } })
   await app.createUser('alice', 'correct horse battery')
   const client = await app.createClient({ isPublic: true, grantTypes: ['password', 'refresh_token'] })
-  t.equal(await disableClient(app.database.db, client.id), true)
+  t.equal(await disableClient(app.database.db, client.id, CLI_CONTEXT), true)
   const res = await tokenRequest(app, { grant_type: 'password', username: 'alice', password: 'correct horse battery' }, client)
   checkError(t, res, 401, 'invalid_client', 'client authentication failed')
   const families = await app.database.db.selectFrom('refresh_token_family').select('id').execute()

@@ -11,8 +11,9 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import { open, parseKek } from '../../src/keys/kek.js'
-import { generateSigningKey, rotateKey } from '../../src/keys/keys.store.js'
-import { basic, FORM, form, ISSUER, passwordLogin, TEST_KEK, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { generateSigningKey } from '../../src/keys/key-material.js'
+import { rotateKey } from '../../src/keys/lifecycle.js'
+import { basic, FORM, form, ISSUER, keyOptions, passwordLogin, TEST_KEK, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const PASSWORD = 'correct horse battery'
 const INVALID_TOKEN_BODY = { error: 'invalid_token', error_description: 'the access token is invalid' }
@@ -370,7 +371,7 @@ t.test('A#9 unknown kid: 401, and unknown kids do not cause a key reload storm',
 t.test('A#10 a token whose key was revoked: 401', async (t) => {
   const { app, login } = await setup(t)
   const kek = parseKek(TEST_KEK)
-  const { kid: fresh } = await rotateKey(app.database.db, app.config.signingAlg, kek)
+  const { kid: fresh } = await rotateKey(app.database.db, keyOptions(app), app.config.signingAlg)
   const old = decode(login.access_token, 0).kid as string
   await app.database.db.updateTable('signing_key').set({ state: 'revoked', revoked_at: new Date() }).where('kid', '=', old).execute()
   await app.services.keyring.reload()
@@ -687,7 +688,7 @@ t.test('A#28 a tampered payload of an expired token fails on the signature, not 
 
 t.test('a token signed by a retired key still verifies after rotation', async (t) => {
   const { app, alice, client, login, real } = await setup(t)
-  const { kid, retired } = await rotateKey(app.database.db, app.config.signingAlg, parseKek(TEST_KEK))
+  const { kid, retired } = await rotateKey(app.database.db, keyOptions(app), app.config.signingAlg)
   t.same(retired, [real.kid])
   await app.services.keyring.reload()
   const res = await userinfo(app, login.access_token)

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { resolveKek } from '../../src/app.js'
+import { resolveKek } from '../../src/keys/kek.js'
 import { ConfigError, loadConfig, type Config, type Env } from '../../src/config.js'
 import { parseKek } from '../../src/keys/kek.js'
 import { TEST_KEK } from '../helpers/app.js'

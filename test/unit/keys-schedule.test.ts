@@ -5,9 +5,16 @@ import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { loadConfig } from '../../src/config.js'
 import { kekSet, openWith, parseKek, seal } from '../../src/keys/kek.js'
-import { generateSigningKey, keyInfoJson, listKeys, runKeySchedule } from '../../src/keys/keys.store.js'
+import { Job } from '../../src/jobs.js'
+import { generateSigningKey } from '../../src/keys/key-material.js'
+import { keySyncJob } from '../../src/keys/key-sync.js'
+import { keyInfoJson } from '../../src/keys/key-view.js'
+import { Keyring } from '../../src/keys/keyring.js'
+import { listKeys } from '../../src/keys/keys.store.js'
+import { runKeySchedule } from '../../src/keys/lifecycle.js'
 import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, prepublished, publicationTime, removalTime, standbyActivation, type ScheduledKey } from '../../src/keys/policy.js'
-import { TEST_KEK, testApp } from '../helpers/app.js'
+import { keyOptions, TEST_KEK, testApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const policy = keyPolicy(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '3600', JWKS_MAX_AGE_SECONDS: '300', KEY_CLOCK_SKEW_SECONDS: '60', CACHE_REFRESH_SECONDS: '10' }))
 const T0 = Date.parse('2026-12-01T00:00:00Z')
@@ -77,9 +84,9 @@ t.test('a due pending key that no configured KEK opens is not activated: the act
   })
   const active = app.services.keyring.activeSigner().kid
   now += 5000
-  await app.services.keyring.tick()
-  await app.services.keyring.tick()
-  const result = await runKeySchedule(app.database.db, kekSet(parseKek(TEST_KEK)), { now, policy: app.services.keyring.policy })
+  await app.jobs.keySync.run()
+  await app.jobs.keySync.run()
+  const result = await runKeySchedule(app.database.db, keyOptions(app, now))
   t.equal(result.blocked, k.kid)
   t.equal(app.services.keyring.activeSigner().kid, active, 'the active key still signs')
   const errors = app.logs.filter((l) => l.includes('cannot decrypt the pending signing key'))
@@ -93,25 +100,32 @@ t.test('no active key at all (say, all revoked by hand): the schedule activates 
   const app = await testApp(t)
   const keks = kekSet(parseKek(TEST_KEK))
   await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
-  const made = await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy })
+  const made = await runKeySchedule(app.database.db, keyOptions(app))
   t.ok(made.activated, 'a new key')
   t.equal((await listKeys(app.database.db)).filter((k) => k.state === 'active').length, 1)
   const p = await generateSigningKey('ES256', parseKek(TEST_KEK))
   await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
   await app.database.db.insertInto('signing_key').values({ kid: p.kid, alg: p.alg, state: 'pending', public_jwk: JSON.stringify(p.publicJwk), private_key_enc: p.privateKeyEnc, kek_id: p.kekId, activate_at: new Date(Date.now() + 3600_000) }).execute()
-  const promoted = await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy })
+  const promoted = await runKeySchedule(app.database.db, keyOptions(app))
   t.equal(promoted.activated, p.kid, 'the pending key, early: better than no key at all')
-  t.same(await runKeySchedule(app.database.db, keks, { policy: app.services.keyring.policy }), { retired: [], removed: [] }, 'then nothing is due')
+  t.same(await runKeySchedule(app.database.db, keyOptions(app)), { retired: [], removed: [] }, 'then nothing is due')
 })
 
 t.test('an instance started with schedule: false never runs the schedule; tickMs drives the poll', async (t) => {
   const app = await testApp(t)
-  const { Keyring } = await import('../../src/keys/keyring.js')
+  const clock = new ManualClock(Date.now() + 3600_000)
   const logs: string[] = []
-  const ring = new Keyring(app.database.db, parseKek(TEST_KEK), { policy: { ...app.services.keyring.policy, rotationIntervalSeconds: 10 }, refreshSeconds: 1, schedule: false, tickMs: 20, now: () => Date.now() + 3600_000, log: { info: (m: unknown) => logs.push(String(m)), warn: () => undefined, error: () => undefined } as never })
-  await ring.start()
-  t.teardown(() => ring.stop())
-  await new Promise((r) => setTimeout(r, 100))
+  const log = { info: (m: unknown) => logs.push(String(m)), warn: () => undefined, error: () => undefined }
+  const ring = new Keyring(app.database.db, kekSet(parseKek(TEST_KEK)), { policy: { ...app.services.keyring.policy, rotationIntervalSeconds: 10 }, clock })
+  const job = new Job(keySyncJob({ db: app.database.db, keyring: ring, clock, log, refreshSeconds: 1, tickMs: 20, schedule: false }), { clock, log, count: () => undefined })
+  await ring.reload()
+  job.start()
+  t.teardown(() => job.stop())
+  // Five polls of 20 ms, driven by the clock.
+  for (let i = 0; i < 5; i++) {
+    clock.advance(20)
+    await job.idle()
+  }
   t.equal((await listKeys(app.database.db)).length, 1, 'nothing published although it is due')
   t.ok(ring.canSign())
 })

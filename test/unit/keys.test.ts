@@ -5,9 +5,11 @@ import t from 'tap'
 import { buildApp } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
-import { open, parseKek, seal, type Kek } from '../../src/keys/kek.js'
-import { ensureActiveKey, rotateKey } from '../../src/keys/keys.store.js'
-import { basic, FORM, form, freshDatabase, passwordLogin, TEST_KEK, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { loadConfig } from '../../src/config.js'
+import { kekSet, open, parseKek, seal, type Kek } from '../../src/keys/kek.js'
+import { ensureActiveKey, rotateKey } from '../../src/keys/lifecycle.js'
+import { keyPolicy } from '../../src/keys/policy.js'
+import { basic, FORM, form, freshDatabase, keyOptions, passwordLogin, TEST_KEK, testApp, testEnv, tokenRequest, type TestApp } from '../helpers/app.js'
 
 const kek = parseKek(TEST_KEK)
 const otherKek: Kek = { id: 'other', key: Buffer.alloc(32, 8) }
@@ -198,19 +200,20 @@ t.test('ensureActiveKey run 5 times at once on a database with no key creates ex
   const database = await openDatabase({ kind: 'postgres', url, poolSize: 10, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
   t.teardown(() => database.close())
   await migrateToLatest(database.db)
-  const results = await Promise.all(Array.from({ length: 5 }, () => ensureActiveKey(database.db, 'ES256', kek)))
+  const opts = { keks: kekSet(kek), policy: keyPolicy(loadConfig(testEnv())), nowMs: Date.now() }
+  const results = await Promise.all(Array.from({ length: 5 }, () => ensureActiveKey(database.db, opts)))
   const created = results.map((r) => r.created).filter((k) => k !== undefined)
   t.equal(created.length, 1, 'one call created the key, the others found it')
   const rows = await database.db.selectFrom('signing_key').select(['kid', 'state']).execute()
   t.same(rows, [{ kid: created[0], state: 'active' }])
-  const again = await ensureActiveKey(database.db, 'ES256', kek)
+  const again = await ensureActiveKey(database.db, opts)
   t.equal(again.created, undefined, 'idempotent')
 })
 
 t.test('rotateKey run 5 times at once leaves exactly one active key and the others retired (#88, #143)', async (t) => {
   const app = await testApp(t)
   const original = (await app.database.db.selectFrom('signing_key').select('kid').executeTakeFirstOrThrow()).kid
-  const results = await Promise.all(Array.from({ length: 5 }, () => rotateKey(app.database.db, 'ES256', kek)))
+  const results = await Promise.all(Array.from({ length: 5 }, () => rotateKey(app.database.db, keyOptions(app), 'ES256')))
   const rows = await app.database.db.selectFrom('signing_key').select(['kid', 'state', 'retired_at']).execute()
   t.equal(rows.length, 6)
   t.equal(rows.filter((r) => r.state === 'active').length, 1, 'one active key')

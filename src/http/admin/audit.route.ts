@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify'
-import { listAuditEvents, type AuditFilter } from '../../audit/audit.store.js'
+import { listAuditEvents } from '../../audit/audit.store.js'
 import { OAuthError } from '../../errors.js'
 import type { Services } from '../../services.js'
-import { parseAuditCursor, parseClientId, parseEventType, parseInstant, parseLimit, parseUserRef, parseUuid } from '../../sessions/params.js'
+import { parseAuditFilter, parseUserRef } from '../../sessions/params.js'
 import { findUserRef } from '../../sessions/sessions.store.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requireAdmin } from './guard.js'
-import { adminQuery, param } from './sessions.route.js'
+import { adminQuery } from './query.js'
 
 /**
  * GET /admin/audit: the audit trail, newest first, filtered by type (exact or a prefix ending
@@ -16,17 +16,9 @@ export function adminAuditRoute(app: FastifyInstance, s: Services): void {
   app.get('/admin/audit', async (req, reply) => {
     await requireAdmin(s, req)
     const q = adminQuery(req, ['type', 'user', 'family', 'client', 'since', 'until', 'limit', 'cursor'])
-    const filter: AuditFilter = {
-      type: q.type === undefined ? undefined : param(() => parseEventType(q.type!)),
-      familyId: q.family === undefined ? undefined : param(() => parseUuid(q.family!, 'family')),
-      clientId: q.client === undefined ? undefined : param(() => parseClientId(q.client!)),
-      since: q.since === undefined ? undefined : param(() => parseInstant(q.since!, 'since')),
-      until: q.until === undefined ? undefined : param(() => parseInstant(q.until!, 'until')),
-      limit: q.limit === undefined ? undefined : param(() => parseLimit(q.limit!)),
-      cursor: q.cursor === undefined ? undefined : param(() => parseAuditCursor(q.cursor!)),
-    }
+    const filter = parseAuditFilter(q, (name) => name)
     if (q.user !== undefined) {
-      const ref = param(() => parseUserRef(q.user!))
+      const ref = parseUserRef(q.user)
       // An id filters as is (events outlive users); a username must name a user.
       if ('id' in ref) filter.userId = ref.id
       else {

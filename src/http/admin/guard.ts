@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { OAuthError } from '../../errors.js'
 import type { Services } from '../../services.js'
-import { verifyAccessToken, type AccessTokenClaims } from '../../tokens/access-token.js'
+import type { AccessTokenClaims } from '../../tokens/access-token.js'
 import { accessTokenIsLive } from '../../tokens/access-token-status.js'
 import { bearerToken } from '../bearer.js'
 
@@ -16,7 +16,7 @@ export const ADMIN_SCOPE = 'tessera:admin'
  */
 export async function requireAdmin(s: Services, req: FastifyRequest): Promise<AccessTokenClaims> {
   const token = bearerToken(req)
-  const claims = await verifyAccessToken(s.keyring, s.config.issuer, s.config.issuer, token, Math.floor(s.now() / 1000)).catch((e: OAuthError) => {
+  const claims = await s.tokens.verifyAccessToken(token, s.config.issuer).catch((e: OAuthError) => {
     throw e.withScheme('Bearer')
   })
   if (!(await accessTokenIsLive(s.db, s.clients, claims))) {

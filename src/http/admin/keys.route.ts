@@ -1,23 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { SIGNING_ALGS, type SigningAlg } from '../../config.js'
 import { OAuthError } from '../../errors.js'
-import {
-  importKey,
-  keyInfoJson,
-  KeyImportError,
-  listKeys,
-  prepareImportedKey,
-  revokeKey,
-  rewrapKeys,
-  rotateKey,
-  scheduleRotation,
-} from '../../keys/keys.store.js'
+import { prepareImportedKey } from '../../keys/key-material.js'
+import { parseImportState, parseSigningAlg } from '../../keys/key-params.js'
+import { importedJson, keyInfoJson, revokedJson, rewrappedJson, rotatedJson, scheduledJson } from '../../keys/key-view.js'
+import { listKeys } from '../../keys/keys.store.js'
+import { importKey, revokeKey, rewrapKeys, rotateKey, scheduleRotation } from '../../keys/lifecycle.js'
 import type { Services } from '../../services.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requireAdmin } from './guard.js'
 
 const KID = /^[A-Za-z0-9_-]{1,128}$/
-const IMPORT_STATES = ['pending', 'active', 'retired'] as const
 
 /** The JSON object body of an admin call (an absent body is `{}`); anything else is `invalid_request`. */
 function body(req: FastifyRequest): Record<string, unknown> {
@@ -27,20 +19,13 @@ function body(req: FastifyRequest): Record<string, unknown> {
   return b as Record<string, unknown>
 }
 
-function algOf(value: unknown, fallback: SigningAlg | undefined): SigningAlg | undefined {
-  if (value === undefined) return fallback
-  if (typeof value !== 'string' || !(SIGNING_ALGS as readonly string[]).includes(value)) throw new OAuthError('invalid_request', `alg must be one of ${SIGNING_ALGS.join(', ')}`)
-  return value as SigningAlg
-}
-
 /**
  * The signing-key admin API (README "Signing keys"): list, rotate (scheduled, or `immediate`),
  * emergency revoke, import and KEK rewrap. Every call needs an admin token; every change is
  * applied to this instance's keyring at once (the others see it within about a second).
  */
 export function adminKeysRoute(app: FastifyInstance, s: Services): void {
-  const keks = () => s.keyring.keks
-  const opts = () => ({ now: s.now(), policy: s.keyring.policy })
+  const opts = () => ({ keks: s.keyring.keks, policy: s.keyring.policy, nowMs: s.clock.nowMs() })
 
   app.get('/admin/keys', async (req, reply) => {
     await requireAdmin(s, req)
@@ -52,16 +37,9 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     const admin = await requireAdmin(s, req)
     const b = body(req)
     // Without alg, the successor keeps the active key's algorithm.
-    const alg = algOf(b.alg, undefined)
+    const alg = parseSigningAlg(b.alg, 'alg')
     if (b.immediate !== undefined && typeof b.immediate !== 'boolean') throw new OAuthError('invalid_request', 'immediate must be true or false')
-    let out: Record<string, unknown>
-    if (b.immediate === true) {
-      const r = await rotateKey(s.db, alg, keks(), opts())
-      out = { kid: r.kid, alg: r.alg, state: 'active', retired: r.retired, prepublished: r.prepublished }
-    } else {
-      const r = await scheduleRotation(s.db, alg, keks().current, opts())
-      out = { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created, ...(r.withdrawn ? { withdrawn: r.withdrawn } : {}) }
-    }
+    const out = b.immediate === true ? rotatedJson(await rotateKey(s.db, opts(), alg)) : scheduledJson(await scheduleRotation(s.db, opts(), alg))
     req.log.warn({ admin: admin.client_id, ...out }, 'signing key rotation')
     await s.keyring.reload()
     return reply.header('cache-control', 'no-store').send(out)
@@ -73,40 +51,34 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     if (!KID.test(kid)) throw new OAuthError('not_found', 'no such key')
     const b = body(req)
     if (b.reason !== undefined && (typeof b.reason !== 'string' || b.reason.length > 200)) throw new OAuthError('invalid_request', 'reason must be a string of at most 200 characters')
-    const r = await revokeKey(s.db, kid, s.config.signingAlg, keks(), { ...opts(), reason: (b.reason as string | undefined) ?? 'admin api', actor: { via: 'admin_api', clientId: admin.client_id } })
+    const r = await revokeKey(s.db, opts(), kid, { reason: (b.reason as string | undefined) ?? 'admin api', actor: { via: 'admin_api', clientId: admin.client_id } })
     if (!r.found) throw new OAuthError('not_found', 'no such key')
     if (r.revoked) s.metrics.keyRevoked()
     await s.keyring.reload()
     req.log.warn({ admin: admin.client_id, kid, previousState: r.previousState, successor: r.successor, successorPrepublished: r.successorPrepublished }, 'signing key revoked')
-    return reply.header('cache-control', 'no-store').send({ kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null, successor_prepublished: r.successorPrepublished ?? null })
+    return reply.header('cache-control', 'no-store').send(revokedJson(kid, r))
   })
 
   app.post('/admin/keys/import', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const b = body(req)
-    const state = b.state ?? 'pending'
-    if (!(IMPORT_STATES as readonly unknown[]).includes(state)) throw new OAuthError('invalid_request', `state must be one of ${IMPORT_STATES.join(', ')}`)
+    const state = parseImportState(b.state, 'state')
     if ((b.pem === undefined) === (b.jwk === undefined)) throw new OAuthError('invalid_request', 'send exactly one of pem and jwk')
     if (b.pem !== undefined && typeof b.pem !== 'string') throw new OAuthError('invalid_request', 'pem must be a string')
-    const alg = algOf(b.alg, undefined)
-    try {
-      const prepared = await prepareImportedKey({ pem: b.pem as string | undefined, jwk: b.jwk }, alg, keks().current)
-      const r = await importKey(s.db, prepared, state as (typeof IMPORT_STATES)[number], opts())
-      await s.keyring.reload()
-      req.log.warn({ admin: admin.client_id, kid: r.kid, alg: r.alg, state: r.state }, 'signing key imported')
-      return reply.code(201).header('cache-control', 'no-store').send({ kid: r.kid, alg: r.alg, state: r.state, retired: r.retired })
-    } catch (err) {
-      if (err instanceof KeyImportError) throw new OAuthError('invalid_request', err.message)
-      throw err
-    }
+    const alg = parseSigningAlg(b.alg, 'alg')
+    const prepared = await prepareImportedKey({ pem: b.pem as string | undefined, jwk: b.jwk }, alg, s.keyring.keks.current)
+    const r = await importKey(s.db, opts(), prepared, state)
+    await s.keyring.reload()
+    req.log.warn({ admin: admin.client_id, kid: r.kid, alg: r.alg, state: r.state }, 'signing key imported')
+    return reply.code(201).header('cache-control', 'no-store').send(importedJson(r))
   })
 
   app.post('/admin/keys/rewrap', async (req, reply) => {
     const admin = await requireAdmin(s, req)
-    const r = await rewrapKeys(s.db, keks())
+    const r = await rewrapKeys(s.db, s.keyring.keks)
     req.log.warn({ admin: admin.client_id, kekId: r.kekId, rewrapped: r.rewrapped.length, failed: r.failed }, 'signing keys rewrapped')
     await s.keyring.reload()
-    return reply.header('cache-control', 'no-store').send({ kek_id: r.kekId, rewrapped: r.rewrapped, unchanged: r.unchanged, failed: r.failed })
+    return reply.header('cache-control', 'no-store').send(rewrappedJson(r))
   })
 
   methodNotAllowed(app, '/admin/keys', ['GET'])

@@ -1,42 +1,25 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { AuditContext } from '../../audit/context.js'
 import { OAuthError } from '../../errors.js'
 import type { Services } from '../../services.js'
-import { ParamError, parseLimit, parseSessionCursor, parseUserRef, parseUuid } from '../../sessions/params.js'
-import { findSession, findUserRef, listSessions, revokeAllSessions, revokeSession, SESSIONS_MAX_LIMIT } from '../../sessions/sessions.store.js'
+import { parseLimit, parseSessionCursor, parseUserRef, parseUuid } from '../../sessions/params.js'
+import { revokeAllSessions, revokeSession } from '../../sessions/revoke-sessions.js'
+import { findSession, findUserRef, listSessions, SESSIONS_MAX_LIMIT } from '../../sessions/sessions.store.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requestContext } from '../params.js'
 import { requireAdmin } from './guard.js'
-
-/**
- * The query parameters of an admin request, strings only: a parameter sent twice is an
- * error, an empty one counts as absent, unknown ones are ignored.
- */
-export function adminQuery<K extends string>(req: FastifyRequest, known: readonly K[]): Partial<Record<K, string>> {
-  const raw = (req.query ?? {}) as Record<string, unknown>
-  const out: Partial<Record<K, string>> = {}
-  for (const name of known) {
-    const value = raw[name]
-    if (Array.isArray(value)) throw new OAuthError('invalid_request', `parameter sent more than once: ${name}`)
-    if (typeof value === 'string' && value !== '') out[name] = value
-  }
-  return out
-}
-
-/** Runs a parameter parser: a malformed value is `400 invalid_request` with the parser's message. */
-export function param<T>(parse: () => T): T {
-  try {
-    return parse()
-  } catch (err) {
-    if (err instanceof ParamError) throw new OAuthError('invalid_request', err.message)
-    throw err
-  }
-}
+import { adminQuery } from './query.js'
 
 /** The user of a `{user}` path segment (a UUID is an id, anything else a username), or 404. */
 async function userOf(s: Services, value: string) {
-  const user = await findUserRef(s.db, param(() => parseUserRef(value)))
+  const user = await findUserRef(s.db, parseUserRef(value))
   if (!user) throw new OAuthError('not_found', 'no such user')
   return user
+}
+
+/** The audit context of an admin call: the request and the acting admin client. */
+function adminContext(req: FastifyRequest, clientId: string): AuditContext {
+  return { ...requestContext(req), actor: { via: 'admin_api', clientId } }
 }
 
 /**
@@ -49,8 +32,8 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
     await requireAdmin(s, req)
     const q = adminQuery(req, ['include', 'limit', 'cursor'])
     if (q.include !== undefined && q.include !== 'all') throw new OAuthError('invalid_request', 'include must be all')
-    const limit = q.limit === undefined ? undefined : param(() => parseLimit(q.limit!, SESSIONS_MAX_LIMIT))
-    const cursor = q.cursor === undefined ? undefined : param(() => parseSessionCursor(q.cursor!))
+    const limit = q.limit === undefined ? undefined : parseLimit(q.limit, SESSIONS_MAX_LIMIT)
+    const cursor = q.cursor === undefined ? undefined : parseSessionCursor(q.cursor)
     const user = await userOf(s, req.params.user)
     const page = await listSessions(s.db, user.id, { includeDead: q.include === 'all', ...(limit ? { limit } : {}), cursor })
     return reply.header('cache-control', 'no-store').send({ user: { id: user.id, username: user.username }, sessions: page.sessions, next_cursor: page.nextCursor })
@@ -60,7 +43,7 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   app.delete<{ Params: { user: string } }>('/admin/users/:user/sessions', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const user = await userOf(s, req.params.user)
-    const revoked = await revokeAllSessions(s.db, user.id, 'admin', requestContext(req), { via: 'admin_api', clientId: admin.client_id })
+    const revoked = await revokeAllSessions(s.db, user.id, adminContext(req, admin.client_id))
     s.metrics.refreshEvent('revoked', 'admin', revoked)
     return reply.header('cache-control', 'no-store').send({ revoked })
   })
@@ -68,9 +51,9 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
 
   app.delete<{ Params: { familyId: string } }>('/admin/sessions/:familyId', async (req, reply) => {
     const admin = await requireAdmin(s, req)
-    const familyId = param(() => parseUuid(req.params.familyId, 'the session id'))
+    const familyId = parseUuid(req.params.familyId, 'the session id')
     if (!(await findSession(s.db, familyId))) throw new OAuthError('not_found', 'no such session')
-    const revoked = await revokeSession(s.db, familyId, 'admin', requestContext(req), { via: 'admin_api', clientId: admin.client_id })
+    const revoked = await revokeSession(s.db, familyId, adminContext(req, admin.client_id))
     if (revoked) s.metrics.refreshEvent('revoked', 'admin')
     return reply.header('cache-control', 'no-store').send({ revoked })
   })

@@ -1,0 +1,64 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { OAuthError } from '../errors.js'
+import type { GrantType } from '../grants/grant-types.js'
+
+/** A registered OAuth client. */
+export interface Client {
+  id: string
+  name: string
+  /** True for public clients (no secret: browser and native apps). */
+  isPublic: boolean
+  secretHash: Buffer | null
+  grantTypes: GrantType[]
+  scopes: string[]
+  audience: string[]
+  refreshDelivery: 'body' | 'cookie'
+  allowedOrigins: string[]
+  disabled: boolean
+  createdAt: Date
+}
+
+/** What registering a client takes. */
+export interface NewClient {
+  name: string
+  isPublic: boolean
+  grantTypes: GrantType[]
+  scopes: string[]
+  audience?: string[]
+  refreshDelivery?: 'body' | 'cookie'
+  allowedOrigins?: string[]
+  id?: string
+}
+
+export const CLIENT_SECRET_PREFIX = 'tessera_cs_'
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest()
+const DECOY_HASH = sha256('decoy')
+
+/** A new client secret (256 bits from the CSPRNG, prefixed so secret scanners recognise leaked ones) and the hash stored for it. */
+export function newClientSecret(): { secret: string; hash: Buffer } {
+  const secret = `${CLIENT_SECRET_PREFIX}${randomBytes(32).toString('base64url')}`
+  return { secret, hash: sha256(secret) }
+}
+
+/** Constant-time check of a presented secret against the stored SHA-256 (or a decoy). */
+export function secretMatches(client: Client | undefined, presented: string): boolean {
+  const expected = client?.secretHash ?? DECOY_HASH
+  const ok = timingSafeEqual(sha256(presented), expected)
+  return ok && client?.secretHash != null
+}
+
+/** Where a browser request says it comes from: its `Origin` and `Sec-Fetch-Site` headers. */
+export interface RequestOrigin {
+  origin: string | undefined
+  site: string | undefined
+}
+
+/**
+ * CSRF guard for cookie-authenticated requests (OWASP CSRF cheat sheet, origin verification):
+ * the Origin must be one the client lists; `null` and missing origins are refused.
+ */
+export function requireAllowedOrigin(client: Client, from: RequestOrigin): void {
+  const { origin, site } = from
+  if (origin === undefined || origin === 'null') throw new OAuthError('access_denied', 'this request must come from an allowed origin', `origin ${origin ?? 'missing'}; sec-fetch-site ${String(site)}`)
+  if (!client.allowedOrigins.includes(origin)) throw new OAuthError('access_denied', 'this request must come from an allowed origin', `origin not allowed: ${origin.slice(0, 200)}`)
+}
