@@ -4,6 +4,7 @@ import type { Test } from 'tap'
 import { CLI_CONTEXT } from '../../src/audit/context.js'
 import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, FORM, form, ISSUER, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const PASSWORD = 'correct horse battery'
 type ClientCreds = { id: string; secret: string | undefined }
@@ -306,13 +307,14 @@ t.test('#82 /introspect by a public client (client_id alone) → 401 invalid_cli
 })
 
 t.test('#60 the client_credentials token of a disabled client is inactive', async (t) => {
-  const { app } = await setup(t, { env: { CACHE_REFRESH_SECONDS: '1' } })
+  const clock = new ManualClock()
+  const { app } = await setup(t, { clock, env: { CACHE_REFRESH_SECONDS: '1' } })
   const api = await app.createClient({ audience: [], grantTypes: ['client_credentials'] })
   const worker = await app.createClient({ audience: [api.id], grantTypes: ['client_credentials'] })
   const token = (await tokenRequest(app, { grant_type: 'client_credentials' }, worker)).json().access_token as string
   t.equal((await introspect(app, api, token)).json().active, true, 'active before')
   await disableClient(app.database.db, worker.id, CLI_CONTEXT)
-  await new Promise((r) => setTimeout(r, 1100))
+  clock.advance(1100) // past the client cache entry's life
   await assertInactive(t, app, api, token, 'after its client was disabled')
 })
 

@@ -5,6 +5,7 @@ import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet
 import { CLI_CONTEXT } from '../../src/audit/context.js'
 import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, form, FORM, ISSUER, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const API = 'https://api.example.com'
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -564,12 +565,13 @@ t.test('client authentication (#37, #38, #39)', async (t) => {
 })
 
 t.test('a disabled client is refused once the client cache has refreshed', async (t) => {
-  const app = await testApp(t, { env: { CACHE_REFRESH_SECONDS: '1' } })
+  const clock = new ManualClock()
+  const app = await testApp(t, { clock, env: { CACHE_REFRESH_SECONDS: '1' } })
   const client = await app.createClient()
   const before = await tokenRequest(app, { grant_type: 'client_credentials' }, client)
   t.equal(before.statusCode, 200, 'works while enabled (and is now cached)')
   t.equal(await disableClient(app.database.db, client.id, CLI_CONTEXT), true)
-  await new Promise((resolve) => setTimeout(resolve, 1100))
+  clock.advance(1100) // past the cache entry's life
   const basicAuth = await tokenRequest(app, { grant_type: 'client_credentials' }, client)
   checkBasicChallenge(t, basicAuth)
   const postAuth = await tokenRequest(app, { grant_type: 'client_credentials', client_id: client.id, client_secret: client.secret! })
