@@ -1,5 +1,5 @@
 import { sql, type QueryCreator } from 'kysely'
-import type { Database, Executor } from '../db/schema.js'
+import type { AuditEventRow, Database, Executor } from '../db/schema.js'
 
 /** Audit event types; stored with who, what and when, never a secret. */
 export type AuditType =
@@ -49,19 +49,8 @@ export function auditInsert(db: QueryCreator<Database>, e: AuditEvent) {
     })
 }
 
-/** One stored event, as the audit API and CLI show it. */
-export interface AuditRecord {
-  /** Increasing with insertion; also the pagination cursor. */
-  id: string
-  at: Date
-  type: string
-  client_id: string | null
-  user_id: string | null
-  family_id: string | null
-  ip: string | null
-  user_agent: string | null
-  detail: Record<string, unknown>
-}
+/** One stored event, as the audit API and CLI show it; `id` increases with insertion and is the page cursor. */
+export type AuditRecord = AuditEventRow
 
 export interface AuditFilter {
   /** An exact type (`refresh_token.revoked`), or a prefix ending in a dot (`refresh_token.`). */

@@ -128,3 +128,4 @@ export function asDb(kysely: Kysely<Database>): Db {
 export type AppUserRow = Selectable<AppUserTable>
 export type ClientRow = Selectable<ClientTable>
 export type SigningKeyRow = Selectable<SigningKeyTable>
+export type AuditEventRow = Selectable<AuditEventTable>

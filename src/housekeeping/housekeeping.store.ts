@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { sql, type RawBuilder } from 'kysely'
 import type { Executor, Trx } from '../db/schema.js'
 
 /**
@@ -42,24 +42,26 @@ export async function deleteDeadFamilies(trx: Trx, retentionSeconds: number, lim
   return { families: affected(families), tokens: affected(tokens) }
 }
 
-/** One batch of denylisted access-token ids whose token expired (plus the skew margin). */
-export async function deleteExpiredDenylist(db: Executor, limit: number): Promise<number> {
+/**
+ * One batch of a table whose rows die by age: up to `limit` rows matching `dead`, oldest first,
+ * skipping rows another instance has locked (so instances never wait on each other).
+ */
+async function deleteOldest(db: Executor, table: 'revoked_access_token' | 'audit_event', key: 'jti' | 'id', age: 'expires_at' | 'at', dead: RawBuilder<boolean>, limit: number): Promise<number> {
   const r = await sql`
-    delete from revoked_access_token
-     where jti in (select jti from revoked_access_token
-                    where expires_at < now() - make_interval(secs => ${DENYLIST_SKEW_SECONDS})
-                    order by expires_at limit ${limit}
+    delete from ${sql.table(table)}
+     where ${sql.ref(key)} in (select ${sql.ref(key)} from ${sql.table(table)}
+                    where ${dead}
+                    order by ${sql.ref(age)} limit ${limit}
                       for update skip locked)`.execute(db)
   return affected(r)
 }
 
+/** One batch of denylisted access-token ids whose token expired (plus the skew margin). */
+export function deleteExpiredDenylist(db: Executor, limit: number): Promise<number> {
+  return deleteOldest(db, 'revoked_access_token', 'jti', 'expires_at', sql<boolean>`expires_at < now() - make_interval(secs => ${DENYLIST_SKEW_SECONDS})`, limit)
+}
+
 /** One batch of audit events older than `days` days. */
-export async function deleteOldAuditEvents(db: Executor, days: number, limit: number): Promise<number> {
-  const r = await sql`
-    delete from audit_event
-     where id in (select id from audit_event
-                   where at < now() - make_interval(days => ${days})
-                   order by at limit ${limit}
-                     for update skip locked)`.execute(db)
-  return affected(r)
+export function deleteOldAuditEvents(db: Executor, days: number, limit: number): Promise<number> {
+  return deleteOldest(db, 'audit_event', 'id', 'at', sql<boolean>`at < now() - make_interval(days => ${days})`, limit)
 }
