@@ -16,6 +16,7 @@ import { loadConfig, type Env } from '../../src/config.js'
 import { databaseTarget, openDatabase } from '../../src/db/connect.js'
 import { PasswordHasher } from '../../src/users/passwords.js'
 import { basic, FORM, form, freshDatabase, testEnv, TEST_KEK } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 import { runTessera, type CliResult } from '../helpers/cli.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -42,10 +43,10 @@ async function setup(t: Test) {
 }
 
 /** A Tessera server on the same database: POST /token as `client`, with a form body. */
-async function tokenEndpointOn(t: Test, url: string, client: { id: string; secret: string }, env: Record<string, string> = {}) {
+async function tokenEndpointOn(t: Test, url: string, client: { id: string; secret: string }, env: Record<string, string> = {}, clock?: ManualClock) {
   const config = loadConfig(testEnv({ DATABASE_URL: url, ...env }))
   const database = await openDatabase(databaseTarget(config))
-  const server = await buildApp({ config, database, logStream: new Writable({ write: (_c, _e, cb) => cb() }) })
+  const server = await buildApp({ config, database, logStream: new Writable({ write: (_c, _e, cb) => cb() }), ...(clock ? { clock } : {}) })
   t.teardown(async () => {
     await server.close()
     await database.close()
@@ -160,6 +161,12 @@ t.test('users disable: the user can no longer log in and their sessions are revo
   t.equal(refresh.statusCode, 400)
   t.equal(refresh.json().error, 'invalid_grant')
   t.same((await sql.query('select revoked_reason from refresh_token_family')).rows, [{ revoked_reason: 'user_disabled' }])
+  const audit = (await sql.query(`select type, user_id, family_id is not null as family, detail from audit_event where type in ('refresh_token.revoked', 'user.disabled') order by id`)).rows
+  const aliceId = (await sql.query(`select id from app_user where username = 'alice'`)).rows[0].id
+  t.same(audit, [
+    { type: 'refresh_token.revoked', user_id: aliceId, family: true, detail: { reason: 'user_disabled', via: 'cli' } },
+    { type: 'user.disabled', user_id: aliceId, family: false, detail: { via: 'cli', families_revoked: 1 } },
+  ], 'each revoked family and the disable itself are audited, in the same transaction')
 
   usageError(t, await cli(['users', 'disable', '--username', 'bob']), /^tessera: no user bob$/)
   usageError(t, await cli(['users', 'disable']), /^tessera: users disable needs --username$/)
@@ -240,8 +247,9 @@ t.test('clients disable: the client is refused and its sessions are revoked (#60
   const { url, cli, sql } = await setup(t)
   const web = (await cli(['clients', 'create', '--name', 'web', '--grant-types', 'client_credentials,password,refresh_token', '--scopes', 'read'])).json()
   await cli(['users', 'create', '--username', 'alice', '--password-stdin'])
-  // The server caches clients for one second.
-  const token = await tokenEndpointOn(t, url, { id: web.client_id, secret: web.client_secret }, { CACHE_REFRESH_SECONDS: '1' })
+  // The server caches clients for one second of its clock.
+  const clock = new ManualClock()
+  const token = await tokenEndpointOn(t, url, { id: web.client_id, secret: web.client_secret }, { CACHE_REFRESH_SECONDS: '1' }, clock)
   const login = await token({ grant_type: 'password', username: 'alice', password: 'the password' })
   t.equal(login.statusCode, 200)
 
@@ -250,7 +258,12 @@ t.test('clients disable: the client is refused and its sessions are revoked (#60
   t.same(res.json(), { client_id: web.client_id, disabled: true })
   t.not((await sql.query('select disabled_at from client where id = $1', [web.client_id])).rows[0].disabled_at, null)
   t.same((await sql.query('select revoked_reason from refresh_token_family')).rows, [{ revoked_reason: 'client_disabled' }])
-  await new Promise((r) => setTimeout(r, 1100)) // past the client cache bound
+  const audit = (await sql.query(`select type, client_id, family_id is not null as family, detail from audit_event where type in ('refresh_token.revoked', 'client.disabled') order by id`)).rows
+  t.same(audit, [
+    { type: 'refresh_token.revoked', client_id: web.client_id, family: true, detail: { reason: 'client_disabled', via: 'cli' } },
+    { type: 'client.disabled', client_id: web.client_id, family: false, detail: { via: 'cli', families_revoked: 1 } },
+  ], 'each revoked family and the disable itself are audited, in the same transaction')
+  clock.advance(1100) // past the client cache bound
   const cc = await token({ grant_type: 'client_credentials' })
   t.equal(cc.statusCode, 401)
   t.same(cc.json(), { error: 'invalid_client', error_description: 'client authentication failed' })
