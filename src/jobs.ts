@@ -1,7 +1,8 @@
 import type { Clock } from './clock.js'
 
 /** The background jobs every instance runs. */
-export type JobName = 'key_sync' | 'housekeeping'
+export const JOB_NAMES = ['key_sync', 'housekeeping'] as const
+export type JobName = (typeof JOB_NAMES)[number]
 
 /** What a background job is. */
 export interface JobDefinition {
@@ -34,7 +35,8 @@ export interface JobDeps {
 /**
  * One background job: runs on its timer (from the injected clock) and on demand, one run at a
  * time; a failed run is logged (once per streak of failures) and counted, and never reaches the
- * process. The next timer is set when a run ends, so runs never pile up behind a slow one.
+ * process. The next timer is set when a run ends, so timer runs never pile up behind a slow one
+ * (each on-demand `run()` call is one more run, after the one in progress).
  */
 export class Job {
   private current: Promise<void> | undefined

@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
 import type { OAuthErrorCode } from './errors.js'
 import { GRANT_TYPES, type GrantType } from './grants/grant-types.js'
-import type { JobName } from './jobs.js'
+import { JOB_NAMES, type JobName } from './jobs.js'
 
 /** How a token response came about: a `/token` grant, or `/login`. */
 export type TokenGrant = GrantType | 'login'
@@ -16,7 +16,6 @@ export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detec
 export type HousekeepingTable = 'refresh_token_family' | 'refresh_token' | 'revoked_access_token' | 'audit_event'
 
 const GRANTS: readonly TokenGrant[] = [...GRANT_TYPES, 'login']
-const JOBS: readonly JobName[] = ['key_sync', 'housekeeping']
 const EVENTS: readonly Exclude<RefreshEvent, 'revoked'>[] = ['issued', 'rotated', 'retried', 'reuse_detected']
 const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event']
 // Anything else (WebDAV verbs and the like from scanners) is one series, not one per verb.
@@ -66,7 +65,7 @@ export class Metrics {
     })
     this.housekeepingDeleted = new Counter({ name: 'tessera_housekeeping_deleted_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
     this.keysRevoked = new Counter({ name: 'tessera_signing_keys_revoked_total', help: 'Signing keys revoked through the admin API of this instance (emergency revokes)', registers })
-    for (const job of JOBS) {
+    for (const job of JOB_NAMES) {
       const counter = new Counter({ name: `tessera_${job}_runs_total`, help: `Runs of the ${job} background job of this instance, by outcome (ok, error)`, labelNames: ['outcome'], registers })
       for (const outcome of ['ok', 'error']) counter.inc({ outcome }, 0)
       this.jobRuns.set(job, counter)

@@ -1,5 +1,5 @@
-import { sql, type QueryCreator } from 'kysely'
-import type { AuditEventRow, Database, Executor } from '../db/schema.js'
+import { sql } from 'kysely'
+import type { AuditEventRow, Executor } from '../db/schema.js'
 
 /** Audit event types; stored with who, what and when, never a secret. */
 export type AuditType =
@@ -31,12 +31,7 @@ export const trim = (s: string | undefined, n: number) => (s === undefined ? nul
 
 /** Appends one event; pass a transaction to make it part of the change it records. */
 export async function recordEvent(db: Executor, e: AuditEvent): Promise<void> {
-  await auditInsert(db, e).execute()
-}
-
-/** The INSERT of one event, for use inside a larger statement (a CTE). */
-export function auditInsert(db: QueryCreator<Database>, e: AuditEvent) {
-  return db
+  await db
     .insertInto('audit_event')
     .values({
       type: e.type,
@@ -47,10 +42,8 @@ export function auditInsert(db: QueryCreator<Database>, e: AuditEvent) {
       user_agent: trim(e.userAgent, 512),
       detail: JSON.stringify(e.detail ?? {}),
     })
+    .execute()
 }
-
-/** One stored event, as the audit API and CLI show it; `id` increases with insertion and is the page cursor. */
-export type AuditRecord = AuditEventRow
 
 export interface AuditFilter {
   /** An exact type (`refresh_token.revoked`), or a prefix ending in a dot (`refresh_token.`). */
@@ -72,11 +65,11 @@ export const AUDIT_DEFAULT_LIMIT = 100
 export const AUDIT_MAX_LIMIT = 1000
 
 /**
- * Events matching every given filter, newest first (by id, which follows insertion), one page
+ * Events matching every given filter (`id` increases with insertion and is the page cursor), newest first (by id, which follows insertion), one page
  * at a time: `nextCursor` is set when more events match. Keyset pagination, so pages have
  * neither duplicates nor gaps while new events are being added.
  */
-export async function listAuditEvents(db: Executor, filter: AuditFilter = {}): Promise<{ events: AuditRecord[]; nextCursor: string | null }> {
+export async function listAuditEvents(db: Executor, filter: AuditFilter = {}): Promise<{ events: AuditEventRow[]; nextCursor: string | null }> {
   const limit = Math.min(Math.max(filter.limit ?? AUDIT_DEFAULT_LIMIT, 1), AUDIT_MAX_LIMIT)
   let q = db
     .selectFrom('audit_event')

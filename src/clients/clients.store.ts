@@ -51,10 +51,18 @@ export async function listClients(db: Executor): Promise<Client[]> {
   return rows.map(toClient)
 }
 
-/** Marks a client disabled (its first disable time is kept); false when there is no such client. */
-export async function markClientDisabled(trx: Trx, id: string): Promise<boolean> {
-  const row = await trx.updateTable('client').set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` }).where('id', '=', id).returning('id').executeTakeFirst()
-  return row !== undefined
+/**
+ * Marks a client disabled (its first disable time is kept): whether this call disabled it (false:
+ * it was disabled already), or undefined when there is no such client.
+ */
+export async function markClientDisabled(trx: Trx, id: string): Promise<{ changed: boolean } | undefined> {
+  return trx
+    .updateTable('client')
+    .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
+    .where('id', '=', id)
+    // now() is the transaction's start: equal only when this statement set it.
+    .returning(sql<boolean>`disabled_at = now()`.as('changed'))
+    .executeTakeFirst()
 }
 
 /** Every origin any enabled client allows, for CORS preflights. */

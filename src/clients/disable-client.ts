@@ -6,14 +6,16 @@ import { markClientDisabled } from './clients.store.js'
 
 /**
  * Disables a client and revokes every one of its refresh-token families, audited, in one
- * transaction; false when there is no such client. Its access tokens are refused at Tessera's own
- * endpoints from then on (the holder is disabled).
+ * transaction; false when there is no such client. Its access tokens and client authentication
+ * are refused by each instance once its client cache entry expires (`CACHE_REFRESH_SECONDS`).
+ * Disabling again writes no second `client.disabled` event.
  */
 export async function disableClient(db: Db, clientId: string, ctx: AuditContext): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
-    if (!(await markClientDisabled(trx, clientId))) return false
+    const client = await markClientDisabled(trx, clientId)
+    if (!client) return false
     const revoked = await revokeFamilies(trx, { clientId }, 'client_disabled', ctx)
-    await recordEvent(trx, { type: 'client.disabled', clientId, ...ctx, detail: { ...actorDetail(ctx.actor), families_revoked: revoked.length } })
+    if (client.changed) await recordEvent(trx, { type: 'client.disabled', clientId, ...ctx, detail: { ...actorDetail(ctx.actor), families_revoked: revoked.length } })
     return true
   })
 }

@@ -17,6 +17,7 @@ export async function issueTokens(
   refresh?: { token: string; familyExpiresAt: Date },
 ): Promise<TokenResponse> {
   const { issuer } = deps
+  const now = issuer.nowSeconds()
   const at = await issuer.signAccessToken({
     subject: subject?.userId ?? client.id,
     clientId: client.id,
@@ -24,7 +25,7 @@ export async function issueTokens(
     scope: scope.join(' '),
     roles: subject?.roles,
     sessionId: subject?.sessionId,
-  })
+  }, now)
   const response: TokenResponse = { access_token: at.token, token_type: 'Bearer', expires_in: issuer.ttlSeconds, scope: scope.join(' ') }
   if (subject && scope.includes('openid')) {
     response.id_token = await issuer.signIdToken({
@@ -33,7 +34,7 @@ export async function issueTokens(
       authTime: subject.authTime,
       sessionId: subject.sessionId,
       username: subject.username,
-    })
+    }, now)
   }
   if (refresh) response.refresh = refresh
   return response

@@ -80,6 +80,7 @@ export async function runHousekeeping(db: Db, settings: HousekeepingSettings, li
   for (const task of tasks) {
     for (let batch = 0; limits.maxBatches === undefined || batch < limits.maxBatches; batch++) {
       if (limits.shouldStop?.()) return deleted
+      // A throttle for the database's sake, not a time decision: real milliseconds, not the clock.
       if (batch > 0 && limits.pauseMs) await sleep(limits.pauseMs, undefined, { ref: false })
       if ((await task()) === 0) break
     }

@@ -12,9 +12,9 @@ export function parseSigningAlg(value: unknown, name: string): SigningAlg | unde
   return value as SigningAlg
 }
 
-/** The state an imported key takes; `pending` when absent. */
+/** The state an imported key takes; `pending` when absent (or JSON null). */
 export function parseImportState(value: unknown, name: string): ImportState {
-  if (value === undefined) return 'pending'
+  if (value === undefined || value === null) return 'pending'
   if (!(IMPORT_STATES as readonly unknown[]).includes(value)) throw new InputError(`${name} must be one of ${IMPORT_STATES.join(', ')}`)
   return value as ImportState
 }

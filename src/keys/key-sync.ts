@@ -32,7 +32,8 @@ export function keySyncJob(o: KeySyncOptions): JobDefinition {
     delayMs: () => o.tickMs ?? 1000,
     failureMessage: 'signing key refresh failed; keeping the keys we have',
     recoveryMessage: 'signing keys: the database answers again',
-    async run() {
+    async run(stopping) {
+      if (stopping()) return // a run queued behind another while the instance shuts down
       const version = await keySetVersion(o.db)
       if (version !== keyring.version || clock.nowMs() - keyring.loadedAtMs >= o.refreshSeconds * 1000) await keyring.reload()
       if (o.schedule === false || !keyring.scheduleDue()) return

@@ -47,10 +47,8 @@ export class Keyring {
   private loading: Promise<void> | undefined
   /** The load that starts when the running one ends (shared by everyone who asked meanwhile). */
   private queued: Promise<void> | undefined
-  /** The key-set version (keys.store `keySetVersion`) the last load read. */
-  version = ''
-  /** When the last load started (clock ms). */
-  loadedAtMs = 0
+  private loadedVersion = ''
+  private lastLoadMs = 0
 
   constructor(
     private readonly db: Executor,
@@ -61,6 +59,16 @@ export class Keyring {
 
   get policy(): KeyPolicy {
     return this.opts.policy
+  }
+
+  /** The key-set version (keys.store `keySetVersion`) the last load read. */
+  get version(): string {
+    return this.loadedVersion
+  }
+
+  /** When the last load started (clock ms). */
+  get loadedAtMs(): number {
+    return this.lastLoadMs
   }
 
   /**
@@ -89,13 +97,13 @@ export class Keyring {
   }
 
   private async load(): Promise<void> {
-    this.loadedAtMs = this.opts.clock.nowMs()
+    this.lastLoadMs = this.opts.clock.nowMs()
     const version = await keySetVersion(this.db)
     const rows = await loadLiveKeys(this.db)
     const policy = this.opts.policy
     this.nextChange = nextKeySetChange(rows, policy)
     this.nextStep = nextScheduleStep(rows, policy)
-    this.version = version
+    this.loadedVersion = version
     const fingerprint = rows.map((r) => `${r.kid}:${r.state}:${r.activate_at?.getTime() ?? ''}`).join(',')
     if (fingerprint === this.fingerprint && this.signer) return
     const byKid = new Map<string, VerificationKey>()
@@ -165,7 +173,7 @@ export class Keyring {
     let entry = this.byKid.get(kid)
     // An unknown kid, or a pending one, may be a key activated by another instance moments ago:
     // reload, at most once a second.
-    if ((!entry || signsNot(entry)) && now - this.loadedAtMs > 1000) {
+    if ((!entry || signsNot(entry)) && now - this.lastLoadMs > 1000) {
       await this.reload().catch(() => undefined)
       entry = this.byKid.get(kid)
     }

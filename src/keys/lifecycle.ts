@@ -4,6 +4,7 @@ import { SIGNING_ALGS, type SigningAlg } from '../config.js'
 import type { Db, KeyState, SigningKeyRow, Trx } from '../db/schema.js'
 import type { KekSet } from './kek.js'
 import { generateSigningKey, KeyImportError, opensWith, reseal, type PreparedKey } from './key-material.js'
+import type { ImportState } from './key-params.js'
 import {
   activateKey,
   findKey,
@@ -67,6 +68,16 @@ function successorAlg(explicit: SigningAlg | undefined, active: { alg: string } 
   return policy.alg
 }
 
+/**
+ * The algorithm of the key a rotation will probably have to generate (read outside the lock), or
+ * undefined when the pending key (the standby) will do: it has the wanted algorithm and opens.
+ */
+async function successorToMake(db: Db, opts: KeyOptions, alg: SigningAlg | undefined): Promise<SigningAlg | undefined> {
+  const wanted = successorAlg(alg, await findKeyIn(db, 'active'), opts.policy)
+  const pending = await findKeyIn(db, 'pending')
+  return pending?.alg === wanted && opensWith(opts.keks, pending) ? undefined : wanted
+}
+
 const dates = (opts: KeyOptions) => ({ now: opts.nowMs, at: new Date(opts.nowMs), policy: opts.policy })
 
 /**
@@ -102,11 +113,7 @@ export async function rotateKey(
   alg?: SigningAlg,
 ): Promise<{ kid: string; alg: SigningAlg; retired: string[]; promoted: boolean; prepublished: boolean }> {
   const { now, at, policy } = dates(opts)
-  const guess = async () => {
-    const wanted = successorAlg(alg, await findKeyIn(db, 'active'), policy)
-    return (await findKeyIn(db, 'pending'))?.alg === wanted ? undefined : wanted
-  }
-  return withKeysLock(db, opts.keks, guess, async (trx, make) => {
+  return withKeysLock(db, opts.keks, () => successorToMake(db, opts, alg), async (trx, make) => {
     const wanted = successorAlg(alg, await findKeyIn(trx, 'active'), policy)
     const pending = await findKeyIn(trx, 'pending')
     const retired = await retireActive(trx, at, policy)
@@ -143,11 +150,7 @@ export interface ScheduledRotation {
  */
 export async function scheduleRotation(db: Db, opts: KeyOptions, alg?: SigningAlg): Promise<ScheduledRotation> {
   const { now, at, policy } = dates(opts)
-  const guess = async () => {
-    const wanted = successorAlg(alg, await findKeyIn(db, 'active'), policy)
-    return (await findKeyIn(db, 'pending'))?.alg === wanted ? undefined : wanted
-  }
-  return withKeysLock(db, opts.keks, guess, async (trx, make) => {
+  return withKeysLock(db, opts.keks, () => successorToMake(db, opts, alg), async (trx, make) => {
     const pending = await findKeyIn(trx, 'pending')
     const active = await findKeyIn(trx, 'active')
     const wanted = successorAlg(alg, active, policy)
@@ -195,10 +198,12 @@ export interface RevokeResult {
 export async function revokeKey(db: Db, opts: KeyOptions, kid: string, how: { reason?: string | undefined; actor?: AdminActor | undefined } = {}): Promise<RevokeResult> {
   const { now, at, policy } = dates(opts)
   const reason = how.reason ?? null
-  // A successor is generated before the lock when it will probably be needed (no standby).
+  // A successor is generated before the lock when it will probably be needed (no usable standby).
   const guess = async () => {
     const target = await findKey(db, kid)
-    return target?.state === 'active' && !(await findKeyIn(db, 'pending')) ? successorAlg(undefined, target, policy) : undefined
+    if (target?.state !== 'active') return undefined
+    const pending = await findKeyIn(db, 'pending')
+    return pending && opensWith(opts.keks, pending) ? undefined : successorAlg(undefined, target, policy)
   }
   return withKeysLock(db, opts.keks, guess, async (trx, make) => {
     const row = await findKey(trx, kid)
@@ -317,7 +322,7 @@ export async function runKeySchedule(db: Db, opts: KeyOptions): Promise<Schedule
  * - active: signs at once, the active key is retired;
  * - retired: published for verification only (public keys suffice), removed after the retention.
  */
-export async function importKey(db: Db, opts: KeyOptions, key: PreparedKey, state: 'pending' | 'active' | 'retired'): Promise<{ kid: string; alg: string; state: KeyState; retired: string[] }> {
+export async function importKey(db: Db, opts: KeyOptions, key: PreparedKey, state: ImportState): Promise<{ kid: string; alg: string; state: KeyState; retired: string[] }> {
   const { now, at, policy } = dates(opts)
   if (state !== 'retired' && key.privateKeyEnc.length === 0) throw new KeyImportError(`a ${state} key signs: import its private key, or import the public key as retired`)
   return withKeysLock(db, opts.keks, async () => undefined, async (trx) => {

@@ -21,12 +21,17 @@ export class TokenIssuer {
     this.keyring.activeSigner()
   }
 
-  signAccessToken(input: IssueInput) {
-    return issueAccessToken(this.keyring, this.issuer, this.ttlSeconds, this.clock.nowSeconds(), input)
+  /** The time a token response is issued at: read once, so its tokens share `iat` and `exp`. */
+  nowSeconds(): number {
+    return this.clock.nowSeconds()
   }
 
-  signIdToken(input: IdTokenInput): Promise<string> {
-    return issueIdToken(this.keyring, this.issuer, this.ttlSeconds, this.clock.nowSeconds(), input)
+  signAccessToken(input: IssueInput, nowSeconds: number) {
+    return issueAccessToken(this.keyring, this.issuer, this.ttlSeconds, nowSeconds, input)
+  }
+
+  signIdToken(input: IdTokenInput, nowSeconds: number): Promise<string> {
+    return issueIdToken(this.keyring, this.issuer, this.ttlSeconds, nowSeconds, input)
   }
 
   /** Verifies one of our access tokens (`audience` undefined: any); `invalid_token` otherwise. */

@@ -32,13 +32,16 @@ export async function updatePasswordHash(db: Executor, id: string, passwordHash:
   await db.updateTable('app_user').set({ password_hash: passwordHash, updated_at: sql`now()` }).where('id', '=', id).execute()
 }
 
-/** Marks a user disabled (the first disable time is kept); the user's id, or undefined when unknown. */
-export async function markUserDisabled(trx: Trx, username: string): Promise<string | undefined> {
-  const row = await trx
+/**
+ * Marks a user disabled (the first disable time is kept): the user's id and whether this call
+ * disabled them (false: they were disabled already), or undefined when there is no such user.
+ */
+export async function markUserDisabled(trx: Trx, username: string): Promise<{ id: string; changed: boolean } | undefined> {
+  return trx
     .updateTable('app_user')
     .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
     .where('username', '=', normalizeUsername(username))
-    .returning('id')
+    // now() is the transaction's start: equal only when this statement set it.
+    .returning(['id', sql<boolean>`disabled_at = now()`.as('changed')])
     .executeTakeFirst()
-  return row?.id
 }

@@ -168,6 +168,9 @@ t.test('users disable: the user can no longer log in and their sessions are revo
     { type: 'user.disabled', user_id: aliceId, family: false, detail: { via: 'cli', families_revoked: 1 } },
   ], 'each revoked family and the disable itself are audited, in the same transaction')
 
+  const twice = await cli(['users', 'disable', '--username', 'alice'])
+  t.equal(twice.code, 0, 'disabling again is fine')
+  t.equal((await sql.query(`select count(*)::int as n from audit_event where type = 'user.disabled'`)).rows[0].n, 1, 'and is not audited as a second disable')
   usageError(t, await cli(['users', 'disable', '--username', 'bob']), /^tessera: no user bob$/)
   usageError(t, await cli(['users', 'disable']), /^tessera: users disable needs --username$/)
 })
@@ -269,6 +272,8 @@ t.test('clients disable: the client is refused and its sessions are revoked (#60
   t.same(cc.json(), { error: 'invalid_client', error_description: 'client authentication failed' })
   t.equal((await token({ grant_type: 'refresh_token', refresh_token: login.json().refresh_token })).statusCode, 401)
   t.match((await cli(['clients', 'list'])).json(), [{ client_id: web.client_id, disabled: true }])
+  t.equal((await cli(['clients', 'disable', '--id', web.client_id])).code, 0, 'disabling again is fine')
+  t.equal((await sql.query(`select count(*)::int as n from audit_event where type = 'client.disabled'`)).rows[0].n, 1, 'and is not audited as a second disable')
   usageError(t, await cli(['clients', 'disable', '--id', 'c_nope']), /^tessera: no client c_nope$/)
   usageError(t, await cli(['clients', 'disable']), /^tessera: clients disable needs --id$/)
 })

@@ -5,6 +5,7 @@ import type { Test } from 'tap'
 import { CLI_CONTEXT } from '../../src/audit/context.js'
 import { disableClient } from '../../src/clients/disable-client.js'
 import { basic, FORM, form, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { ManualClock } from '../helpers/clock.js'
 
 const PASSWORD = 'correct horse battery'
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -46,8 +47,8 @@ async function clientToken(app: TestApp, client: Creds, scope: string): Promise<
   return res.json().access_token
 }
 
-async function setup(t: Test, env: Record<string, string> = {}) {
-  const app = await testApp(t, { env })
+async function setup(t: Test, env: Record<string, string> = {}, clock?: ManualClock) {
+  const app = await testApp(t, { env, ...(clock ? { clock } : {}) })
   const alice = await app.createUser('alice', PASSWORD)
   const bob = await app.createUser('bob', PASSWORD)
   const web = await app.createClient({ name: 'Web app' })
@@ -63,7 +64,8 @@ const assertInvalidGrant = async (t: Test, res: Awaited<ReturnType<typeof refres
 }
 
 t.test('admin guard on every sessions endpoint: 401 without a good token, 403 without the scope; nothing changes', async (t) => {
-  const { app, alice, web, adminClient, admin } = await setup(t, { CACHE_REFRESH_SECONDS: '1' })
+  const clock = new ManualClock()
+  const { app, alice, web, adminClient, admin } = await setup(t, { CACHE_REFRESH_SECONDS: '1' }, clock)
   const session = await login(app, web, 'alice')
   const familyId = claimsOf(session.access_token).sid as string
   const endpoints: ['GET' | 'DELETE', string][] = [
@@ -84,7 +86,7 @@ t.test('admin guard on every sessions endpoint: 401 without a good token, 403 wi
   const disabledAdmin = await clientToken(app, disabledClient, 'tessera:admin')
   t.equal((await call(app, 'GET', '/admin/audit', disabledAdmin)).statusCode, 200, 'the token works before its client is disabled')
   await disableClient(app.database.db, disabledClient.id, CLI_CONTEXT)
-  await sleep(1100) // CACHE_REFRESH_SECONDS=1
+  clock.advance(1100) // past the client cache entry (CACHE_REFRESH_SECONDS=1)
   // A client that has the admin scope and also logs users in: the user's token carries the scope,
   // but it is the user's, not the client's own (sub is the user, sid the session).
   const careless = await app.createClient({ name: 'admin that logs users in', grantTypes: ['client_credentials', 'password', 'refresh_token'], scopes: ['openid', 'tessera:admin'], audience: [] })

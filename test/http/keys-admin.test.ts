@@ -208,6 +208,11 @@ t.test('POST /admin/keys/import: PEM and JWK, private or public-only; only signi
   t.not(ra.json().kid, 'from-the-old-server', 'the kid is the RFC 7638 thumbprint, not the one supplied')
 
   // Public keys of another server, published for verification only.
+  // JSON null is an absent state (pending), as it always was.
+  const nullState = await call('POST', '/admin/keys/import', { jwk: generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' }), state: null })
+  t.equal(nullState.statusCode, 400, 'a public key cannot be pending')
+  t.match(nullState.json().error_description, /a pending key signs/, 'state null was read as pending')
+
   const ed = generateKeyPairSync('ed25519')
   const rp = await call('POST', '/admin/keys/import', { pem: ed.publicKey.export({ type: 'spki', format: 'pem' }), state: 'retired' })
   t.equal(rp.statusCode, 201, rp.body)

@@ -633,6 +633,7 @@ t.test('password grant on /token', async (t) => {
     t.match(family, { user_id: alice.id, client_id: client.id, scope: 'openid read' })
     const id = await jwtVerify(body.id_token, keys, { issuer: ISSUER, audience: client.id })
     t.equal(id.payload.sub, alice.id)
+    t.same([id.payload.iat, id.payload.exp], [payload.iat, payload.exp], 'one response, one issue time: the ID token and the access token share iat and exp')
   })
 
   t.test('wrong password → 400 invalid_grant, no session', async (t) => {
