@@ -311,7 +311,11 @@ t.test('#81 logout everywhere revokes every session of the user, not others; a l
 /**
  * Refreshes a chain of tokens one after another (each with the previous answer's token), up
  * to `steps` times or until one fails; records for each whether it started after `flag.answered`.
+ * A chain raced by a revocation is given plenty of steps, so that on a busy machine it is still
+ * running when the revocation lands (it stops at the first refusal).
  */
+const RACED_STEPS = 2000
+
 async function chain(app: TestApp, client: Creds, start: Tokens, flag: { answered: boolean }, progress: { n: number }, steps = 30) {
   let latest = start
   const results: { afterRevoke: boolean; status: number; error?: string }[] = []
@@ -342,7 +346,7 @@ t.test('DESIGN 5 (#76): logout everywhere racing chains of refreshes: once it an
       flag.answered = true
       return res
     })()
-    const [revoked, ...chains] = await Promise.all([revokeAll, ...clients.map((c, i) => chain(app, c, starts[i]!, flag, progress))])
+    const [revoked, ...chains] = await Promise.all([revokeAll, ...clients.map((c, i) => chain(app, c, starts[i]!, flag, progress, RACED_STEPS))])
     t.equal(revoked!.statusCode, 200, `round ${round}: revoke-all 200`)
     t.equal((revoked!.json() as { revoked: number }).revoked, 3, `round ${round}: three families revoked`)
     for (const [i, c] of chains.entries()) {
@@ -376,7 +380,7 @@ t.test('DESIGN 3 + 5: revoking one session racing refreshes of it and of a sibli
       return res
     })()
     const siblingProgress = { n: 0 }
-    const [revoked, hit, other] = await Promise.all([revokeOne, chain(app, web, target, flag, progress), chain(app, web, sibling, { answered: false }, siblingProgress)])
+    const [revoked, hit, other] = await Promise.all([revokeOne, chain(app, web, target, flag, progress, RACED_STEPS), chain(app, web, sibling, { answered: false }, siblingProgress)])
     t.same(revoked.json(), { revoked: true }, `round ${round}: revoked`)
     t.same(hit.results.filter((r) => r.afterRevoke && r.status === 200), [], `round ${round}: nothing after the answer refreshed`)
     t.equal(hit.results[hit.results.length - 1]!.status, 400)
