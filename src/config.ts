@@ -60,58 +60,141 @@ export class ConfigError extends Error {
   }
 }
 
+/** What applies when a variable without one fixed default is unset (e.g. it depends on NODE_ENV). */
+export interface DerivedDefault { readonly derived: string }
+
+/** One environment variable Tessera reads: its kind and validation, documented default and meaning. */
+export type ConfigVariable = { readonly name: string; readonly description: string } & (
+  | { readonly kind: 'int'; readonly min: number; readonly max: number; readonly default: number }
+  | { readonly kind: 'bool'; readonly default: boolean | DerivedDefault }
+  | { readonly kind: 'oneOf'; readonly values: readonly string[]; readonly default: string }
+  // `check` is the per-variable rule; rules involving other variables live in loadConfig.
+  | { readonly kind: 'string' | 'url'; readonly default: string | DerivedDefault; readonly check?: { readonly pattern: RegExp; readonly problem: string } }
+  // Comma-separated; blank entries are dropped.
+  | { readonly kind: 'list'; readonly default: DerivedDefault }
+)
+
+const GENERATE_SECRET = 'node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64url\'))"'
+
+/**
+ * Every environment variable Tessera reads, in README order: loadConfig parses them through this
+ * table, and the README "Configuration" table and .env.example are checked against it.
+ */
+export const CONFIG_VARIABLES = [
+  { name: 'NODE_ENV', kind: 'oneOf', values: ['development', 'production', 'test'], default: 'development', description: 'deployment mode; production refuses insecure settings' },
+  { name: 'HOST', kind: 'string', default: '127.0.0.1', description: 'listen address' },
+  { name: 'PORT', kind: 'int', min: 0, max: 65_535, default: 8080, description: 'listen port' },
+  { name: 'LOG_LEVEL', kind: 'oneOf', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', description: 'pino log level' },
+  {
+    name: 'DATABASE_URL', kind: 'url', default: { derived: 'none: the embedded PGlite database in DATA_DIR' }, description: 'PostgreSQL connection URL',
+    check: { pattern: /^postgres(ql)?:\/\//, problem: 'DATABASE_URL must be a postgres:// or postgresql:// URL' },
+  },
+  { name: 'DATABASE_POOL_SIZE', kind: 'int', min: 1, max: 200, default: 10, description: 'PostgreSQL connections per instance' },
+  { name: 'DB_ACQUIRE_TIMEOUT_MS', kind: 'int', min: 100, max: 60_000, default: 5_000, description: 'wait for a pooled connection before answering 503' },
+  { name: 'DB_LOCK_TIMEOUT_MS', kind: 'int', min: 100, max: 60_000, default: 5_000, description: 'PostgreSQL lock_timeout' },
+  { name: 'DATA_DIR', kind: 'string', default: './data', description: 'embedded database, development KEK and demo credentials' },
+  { name: 'MIGRATE_ON_START', kind: 'bool', default: { derived: 'true in development and test, false in production' }, description: 'apply migrations at start' },
+  { name: 'ISSUER', kind: 'url', default: { derived: 'http://localhost:$PORT in development; required (https) in production' }, description: 'public URL of this server, the iss of every token' },
+  { name: 'ALLOW_INSECURE_ISSUER', kind: 'bool', default: false, description: 'allow an http ISSUER in production (local demo only)' },
+  { name: 'KEY_ENCRYPTION_KEY', kind: 'string', default: { derived: 'none: development generates one into DATA_DIR; required in production' }, description: 'KEK sealing private signing keys: 32 bytes base64url, optionally "id:" prefixed' },
+  { name: 'KEY_ENCRYPTION_KEYS_PREVIOUS', kind: 'list', default: { derived: 'none' }, description: 'earlier KEKs (id:base64url), still accepted for decryption until `tessera keys rewrap`' },
+  { name: 'KEY_ROTATION_INTERVAL_SECONDS', kind: 'int', min: 0, max: 3 * 366 * 86_400, default: 30 * 86_400, description: 'how long a signing key signs before the next takes over; 0 = only by command' },
+  { name: 'KEY_CLOCK_SKEW_SECONDS', kind: 'int', min: 0, max: 3600, default: 60, description: 'clock-difference allowance in the key schedule' },
+  { name: 'SIGNING_ALG', kind: 'oneOf', values: SIGNING_ALGS, default: 'ES256', description: 'algorithm of newly generated signing keys' },
+  { name: 'ACCESS_TOKEN_TTL_SECONDS', kind: 'int', min: 30, max: 86_400, default: 900, description: 'access and ID token lifetime' },
+  { name: 'REFRESH_TOKEN_IDLE_TTL_SECONDS', kind: 'int', min: 60, max: 366 * 86_400, default: 14 * 86_400, description: 'a refresh token unused this long expires' },
+  { name: 'REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS', kind: 'int', min: 60, max: 3 * 366 * 86_400, default: 30 * 86_400, description: 'a refresh-token family ends this long after login' },
+  { name: 'REFRESH_GRACE_SECONDS', kind: 'int', min: 0, max: 120, default: 10, description: 'a refresh retried within this window gets the same successor; 0 = no retries' },
+  { name: 'CACHE_REFRESH_SECONDS', kind: 'int', min: 1, max: 3600, default: 10, description: 'how often an instance re-reads signing keys and clients' },
+  { name: 'JWKS_MAX_AGE_SECONDS', kind: 'int', min: 0, max: 86_400, default: 300, description: 'ceiling of the JWKS Cache-Control max-age' },
+  {
+    name: 'COOKIE_NAME', kind: 'string', default: 'tessera_rt', description: 'refresh cookie name (prefixed __Secure- when secure)',
+    check: { pattern: /^[A-Za-z0-9_-]{1,64}$/, problem: 'COOKIE_NAME may contain only letters, digits, "_" and "-"' },
+  },
+  { name: 'COOKIE_SECURE', kind: 'bool', default: true, description: 'Secure refresh cookie; false only outside production' },
+  { name: 'COOKIE_SAMESITE', kind: 'oneOf', values: ['strict', 'lax'], default: 'strict', description: 'SameSite of the refresh cookie' },
+  { name: 'ARGON2_MEMORY_KIB', kind: 'int', min: 8_192, max: 4_194_304, default: 19_456, description: 'argon2id memory (below 19456 refused in production)' },
+  { name: 'ARGON2_TIME_COST', kind: 'int', min: 1, max: 20, default: 2, description: 'argon2id passes' },
+  { name: 'ARGON2_PARALLELISM', kind: 'int', min: 1, max: 16, default: 1, description: 'argon2id lanes' },
+  { name: 'BODY_LIMIT_BYTES', kind: 'int', min: 1_024, max: 10_485_760, default: 65_536, description: 'largest accepted request body' },
+  { name: 'TRUST_PROXY', kind: 'bool', default: false, description: 'trust X-Forwarded-* from a reverse proxy' },
+  {
+    name: 'METRICS_TOKEN', kind: 'string', default: { derived: 'none: GET /metrics is open' }, description: 'when set, GET /metrics needs Authorization: Bearer <this>',
+    // RFC 6750 b64token characters, and long enough not to be guessed.
+    check: { pattern: /^[A-Za-z0-9\-._~+/]{16,512}=*$/, problem: `METRICS_TOKEN must be 16 to 512 characters of A-Z a-z 0-9 - . _ ~ + / (generate one with: ${GENERATE_SECRET})` },
+  },
+  { name: 'HOUSEKEEPING_INTERVAL_SECONDS', kind: 'int', min: 0, max: 86_400, default: 300, description: 'how often each instance deletes dead rows; 0 = never' },
+  { name: 'HOUSEKEEPING_BATCH_SIZE', kind: 'int', min: 1, max: 10_000, default: 500, description: 'rows per table one housekeeping batch deletes at most' },
+  { name: 'HOUSEKEEPING_RETENTION_SECONDS', kind: 'int', min: 0, max: 366 * 86_400, default: 7 * 86_400, description: 'dead refresh-token families are kept this long, then deleted' },
+  { name: 'AUDIT_RETENTION_DAYS', kind: 'int', min: 0, max: 36_500, default: 90, description: 'audit events older than this are deleted; 0 = kept forever' },
+] as const satisfies readonly ConfigVariable[]
+
+/** The fixed default as the README and .env.example write it; undefined when the default is derived. */
+export function fixedDefault(variable: ConfigVariable): string | undefined {
+  return typeof variable.default === 'object' ? undefined : String(variable.default)
+}
+
+type ValueOf<V> =
+  V extends { kind: 'int' } ? number
+  : V extends { kind: 'bool'; default: boolean } ? boolean
+  : V extends { kind: 'bool' } ? boolean | undefined // derived: loadConfig decides
+  : V extends { kind: 'oneOf'; values: readonly (infer T)[] } ? T
+  : V extends { kind: 'list' } ? readonly string[]
+  : V extends { default: string } ? string
+  : string | undefined
+type Values = { readonly [V in (typeof CONFIG_VARIABLES)[number] as V['name']]: ValueOf<V> }
+
+/** Parses one variable by its table entry; an invalid value is a problem, and the default stands in. */
+function parseVariable(v: ConfigVariable, value: string | undefined, problems: string[]): unknown {
+  const raw = value === undefined || value.trim() === '' ? undefined : value.trim()
+  const def = typeof v.default === 'object' ? undefined : v.default
+  switch (v.kind) {
+    case 'int': {
+      if (raw === undefined) return def
+      const n = Number(raw)
+      if (!/^\d+$/.test(raw) || n < v.min || n > v.max) {
+        problems.push(`${v.name} must be an integer between ${v.min} and ${v.max} (got "${raw}")`)
+        return def
+      }
+      return n
+    }
+    case 'bool':
+      if (raw === undefined) return def
+      if (/^(1|true|yes|on)$/i.test(raw)) return true
+      if (/^(0|false|no|off)$/i.test(raw)) return false
+      problems.push(`${v.name} must be true or false (got "${raw}")`)
+      return def
+    case 'oneOf':
+      if (raw === undefined) return def
+      if (!v.values.includes(raw)) {
+        problems.push(`${v.name} must be one of ${v.values.join(', ')} (got "${raw}")`)
+        return def
+      }
+      return raw
+    case 'string':
+    case 'url':
+      if (raw !== undefined && v.check && !v.check.pattern.test(raw)) problems.push(v.check.problem)
+      return raw ?? def
+    case 'list':
+      return Object.freeze((raw ?? '').split(',').map((k) => k.trim()).filter((k) => k !== ''))
+  }
+}
+
 /** Reads and validates configuration; every problem is reported at once. */
 export function loadConfig(env: Env = process.env): Config {
   const problems: string[] = []
-  const str = (name: string): string | undefined => {
-    const v = env[name]
-    return v === undefined || v.trim() === '' ? undefined : v.trim()
-  }
-  const int = (name: string, def: number, min: number, max: number): number => {
-    const raw = str(name)
-    if (raw === undefined) return def
-    const n = Number(raw)
-    if (!/^\d+$/.test(raw) || n < min || n > max) {
-      problems.push(`${name} must be an integer between ${min} and ${max} (got "${raw}")`)
-      return def
-    }
-    return n
-  }
-  const bool = (name: string, def: boolean): boolean => {
-    const raw = str(name)
-    if (raw === undefined) return def
-    if (/^(1|true|yes|on)$/i.test(raw)) return true
-    if (/^(0|false|no|off)$/i.test(raw)) return false
-    problems.push(`${name} must be true or false (got "${raw}")`)
-    return def
-  }
-  const oneOf = <T extends string>(name: string, allowed: readonly T[], def: T): T => {
-    const raw = str(name)
-    if (raw === undefined) return def
-    if (!(allowed as readonly string[]).includes(raw)) {
-      problems.push(`${name} must be one of ${allowed.join(', ')} (got "${raw}")`)
-      return def
-    }
-    return raw as T
-  }
+  const values: Record<string, unknown> = {}
+  for (const v of CONFIG_VARIABLES as readonly ConfigVariable[]) values[v.name] = parseVariable(v, env[v.name], problems)
+  const v = values as Values
 
-  const nodeEnv = oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development')
-  const production = nodeEnv === 'production'
-  const port = int('PORT', 8080, 0, 65535)
-  const host = str('HOST') ?? '127.0.0.1'
-  const logLevel = oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info')
+  // Rules that involve more than one variable, or NODE_ENV.
+  const production = v.NODE_ENV === 'production'
+  const dataDir = isAbsolute(v.DATA_DIR) ? v.DATA_DIR : resolve(v.DATA_DIR)
 
-  const databaseUrl = str('DATABASE_URL')
-  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL')
-  }
-  const dataDirRaw = str('DATA_DIR') ?? './data'
-  const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(dataDirRaw)
-
-  let issuer = str('ISSUER') ?? ''
+  let issuer = v.ISSUER ?? ''
   if (issuer === '') {
     if (production) problems.push('ISSUER is required in production (the public https URL of this server)')
-    issuer = `http://localhost:${port}`
+    issuer = `http://localhost:${v.PORT}`
   } else {
     let url: URL | undefined
     try { url = new URL(issuer) } catch { problems.push(`ISSUER must be an absolute URL (got "${issuer}")`) }
@@ -119,24 +202,23 @@ export function loadConfig(env: Env = process.env): Config {
       // OIDC Discovery §3: https, no query or fragment; we keep it without a trailing slash.
       if (url.search || url.hash || /[?#]/.test(issuer)) problems.push('ISSUER must not have a query or fragment')
       if (url.protocol !== 'https:' && url.protocol !== 'http:') problems.push('ISSUER must be an http(s) URL')
-      if (production && url.protocol !== 'https:' && !bool('ALLOW_INSECURE_ISSUER', false)) {
+      if (production && url.protocol !== 'https:' && !v.ALLOW_INSECURE_ISSUER) {
         problems.push('ISSUER must use https in production (set ALLOW_INSECURE_ISSUER=true only for a local demo)')
       }
       issuer = issuer.replace(/\/+$/, '')
     }
   }
 
-  const keyEncryptionKey = str('KEY_ENCRYPTION_KEY')
+  const keyEncryptionKey = v.KEY_ENCRYPTION_KEY
   if (keyEncryptionKey !== undefined) {
     const b64 = keyEncryptionKey.includes(':') ? keyEncryptionKey.slice(keyEncryptionKey.indexOf(':') + 1) : keyEncryptionKey
     if (!/^[A-Za-z0-9_-]{43}$/.test(b64) || Buffer.from(b64, 'base64url').length !== 32) {
-      problems.push('KEY_ENCRYPTION_KEY must be 32 random bytes in base64url (43 characters), optionally prefixed with "id:"; generate one with: node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64url\'))"')
+      problems.push(`KEY_ENCRYPTION_KEY must be 32 random bytes in base64url (43 characters), optionally prefixed with "id:"; generate one with: ${GENERATE_SECRET}`)
     }
   } else if (production) {
     problems.push('KEY_ENCRYPTION_KEY is required in production: private signing keys are stored encrypted under it')
   }
-  const keyEncryptionKeysPrevious = (str('KEY_ENCRYPTION_KEYS_PREVIOUS') ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '')
-  for (const [i, k] of keyEncryptionKeysPrevious.entries()) {
+  for (const [i, k] of v.KEY_ENCRYPTION_KEYS_PREVIOUS.entries()) {
     const m = /^([A-Za-z0-9._-]{1,64}):([A-Za-z0-9_-]{43})$/.exec(k)
     if (!m || Buffer.from(m[2]!, 'base64url').length !== 32) {
       problems.push(`KEY_ENCRYPTION_KEYS_PREVIOUS entry ${i + 1} must be "id:" followed by 32 bytes in base64url (43 characters)`)
@@ -144,86 +226,61 @@ export function loadConfig(env: Env = process.env): Config {
       problems.push(`KEY_ENCRYPTION_KEYS_PREVIOUS entry ${i + 1} has the id of the current KEY_ENCRYPTION_KEY; give every KEK its own id`)
     }
   }
-  const keyRotationIntervalSeconds = int('KEY_ROTATION_INTERVAL_SECONDS', 30 * 86_400, 0, 3 * 366 * 86_400)
-  const keyClockSkewSeconds = int('KEY_CLOCK_SKEW_SECONDS', 60, 0, 3600)
-  const cacheRefreshSeconds = int('CACHE_REFRESH_SECONDS', 10, 1, 3600)
-  const jwksMaxAgeSeconds = int('JWKS_MAX_AGE_SECONDS', 300, 0, 86_400)
   // README "Signing keys": with the publish lead L, the interval must leave the standby key L to
   // reach every cache, then a full max-age ceiling in which it is promotable, then another L.
-  const keyPublishLead = jwksMaxAgeSeconds + cacheRefreshSeconds + keyClockSkewSeconds
-  const minKeyRotationInterval = Math.max(10, 2 * keyPublishLead + jwksMaxAgeSeconds)
-  if (keyRotationIntervalSeconds > 0 && keyRotationIntervalSeconds < minKeyRotationInterval) {
+  const keyPublishLead = v.JWKS_MAX_AGE_SECONDS + v.CACHE_REFRESH_SECONDS + v.KEY_CLOCK_SKEW_SECONDS
+  const minKeyRotationInterval = Math.max(10, 2 * keyPublishLead + v.JWKS_MAX_AGE_SECONDS)
+  if (v.KEY_ROTATION_INTERVAL_SECONDS > 0 && v.KEY_ROTATION_INTERVAL_SECONDS < minKeyRotationInterval) {
     problems.push(
-      `KEY_ROTATION_INTERVAL_SECONDS must be 0 (no scheduled rotation) or at least ${minKeyRotationInterval} (2 × (JWKS_MAX_AGE_SECONDS + CACHE_REFRESH_SECONDS + KEY_CLOCK_SKEW_SECONDS) + JWKS_MAX_AGE_SECONDS, and at least 10) (got ${keyRotationIntervalSeconds})`,
+      `KEY_ROTATION_INTERVAL_SECONDS must be 0 (no scheduled rotation) or at least ${minKeyRotationInterval} (2 × (JWKS_MAX_AGE_SECONDS + CACHE_REFRESH_SECONDS + KEY_CLOCK_SKEW_SECONDS) + JWKS_MAX_AGE_SECONDS, and at least 10) (got ${v.KEY_ROTATION_INTERVAL_SECONDS})`,
     )
   }
 
-  const cookieSecure = bool('COOKIE_SECURE', true)
-  if (production && !cookieSecure) problems.push('COOKIE_SECURE=false is not allowed in production: refresh cookies must be Secure')
-  const cookieNameBase = str('COOKIE_NAME') ?? 'tessera_rt'
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(cookieNameBase)) problems.push('COOKIE_NAME may contain only letters, digits, "_" and "-"')
-
-  const accessTokenTtlSeconds = int('ACCESS_TOKEN_TTL_SECONDS', 900, 30, 86_400)
-  const refreshTokenIdleTtlSeconds = int('REFRESH_TOKEN_IDLE_TTL_SECONDS', 14 * 86_400, 60, 366 * 86_400)
-  const refreshTokenAbsoluteTtlSeconds = int('REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS', 30 * 86_400, 60, 3 * 366 * 86_400)
-  if (refreshTokenIdleTtlSeconds > refreshTokenAbsoluteTtlSeconds) {
+  if (production && !v.COOKIE_SECURE) problems.push('COOKIE_SECURE=false is not allowed in production: refresh cookies must be Secure')
+  if (v.REFRESH_TOKEN_IDLE_TTL_SECONDS > v.REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS')
   }
-
-  const argon2 = Object.freeze({
-    memoryKib: int('ARGON2_MEMORY_KIB', 19_456, 8_192, 4_194_304),
-    timeCost: int('ARGON2_TIME_COST', 2, 1, 20),
-    parallelism: int('ARGON2_PARALLELISM', 1, 1, 16),
-  })
-  if (production && argon2.memoryKib < 19_456) problems.push('ARGON2_MEMORY_KIB below 19456 (OWASP minimum) is not allowed in production')
-
-  const metricsToken = str('METRICS_TOKEN')
-  // RFC 6750 b64token characters, and long enough not to be guessed.
-  if (metricsToken !== undefined && !/^[A-Za-z0-9\-._~+/]{16,512}=*$/.test(metricsToken)) {
-    problems.push('METRICS_TOKEN must be 16 to 512 characters of A-Z a-z 0-9 - . _ ~ + / (generate one with: node -e "console.log(require(\'crypto\').randomBytes(32).toString(\'base64url\'))")')
-  }
-
+  if (production && v.ARGON2_MEMORY_KIB < 19_456) problems.push('ARGON2_MEMORY_KIB below 19456 (OWASP minimum) is not allowed in production')
   // A family's access tokens are checked against its row: keep dead families at least as long as
   // their last access tokens can live, or those would be refused before they expire.
-  const housekeepingRetentionSeconds = int('HOUSEKEEPING_RETENTION_SECONDS', 7 * 86_400, 0, 366 * 86_400)
-  if (housekeepingRetentionSeconds < accessTokenTtlSeconds) {
-    problems.push(`HOUSEKEEPING_RETENTION_SECONDS must be at least ACCESS_TOKEN_TTL_SECONDS (${accessTokenTtlSeconds}): a dead family's last access tokens are checked against its row until they expire`)
-  }
-  const config: Config = {
-    env: nodeEnv,
-    host,
-    port,
-    logLevel,
-    databaseUrl,
-    databasePoolSize: int('DATABASE_POOL_SIZE', 10, 1, 200),
-    dataDir,
-    issuer,
-    accessTokenTtlSeconds,
-    refreshTokenIdleTtlSeconds,
-    refreshTokenAbsoluteTtlSeconds,
-    refreshGraceSeconds: int('REFRESH_GRACE_SECONDS', 10, 0, 120),
-    signingAlg: oneOf('SIGNING_ALG', SIGNING_ALGS, 'ES256'),
-    keyEncryptionKey,
-    keyEncryptionKeysPrevious: Object.freeze(keyEncryptionKeysPrevious),
-    keyRotationIntervalSeconds,
-    keyClockSkewSeconds,
-    cacheRefreshSeconds,
-    jwksMaxAgeSeconds,
-    cookieName: (cookieSecure ? '__Secure-' : '') + cookieNameBase,
-    cookieSecure,
-    cookieSameSite: oneOf('COOKIE_SAMESITE', ['strict', 'lax'] as const, 'strict'),
-    argon2,
-    migrateOnStart: bool('MIGRATE_ON_START', !production),
-    bodyLimitBytes: int('BODY_LIMIT_BYTES', 65_536, 1_024, 10_485_760),
-    trustProxy: bool('TRUST_PROXY', false),
-    lockTimeoutMs: int('DB_LOCK_TIMEOUT_MS', 5_000, 100, 60_000),
-    dbAcquireTimeoutMs: int('DB_ACQUIRE_TIMEOUT_MS', 5_000, 100, 60_000),
-    metricsToken,
-    housekeepingIntervalSeconds: int('HOUSEKEEPING_INTERVAL_SECONDS', 300, 0, 86_400),
-    housekeepingBatchSize: int('HOUSEKEEPING_BATCH_SIZE', 500, 1, 10_000),
-    housekeepingRetentionSeconds,
-    auditRetentionDays: int('AUDIT_RETENTION_DAYS', 90, 0, 36_500),
+  if (v.HOUSEKEEPING_RETENTION_SECONDS < v.ACCESS_TOKEN_TTL_SECONDS) {
+    problems.push(`HOUSEKEEPING_RETENTION_SECONDS must be at least ACCESS_TOKEN_TTL_SECONDS (${v.ACCESS_TOKEN_TTL_SECONDS}): a dead family's last access tokens are checked against its row until they expire`)
   }
   if (problems.length > 0) throw new ConfigError(problems)
-  return Object.freeze(config)
+
+  return Object.freeze({
+    env: v.NODE_ENV,
+    host: v.HOST,
+    port: v.PORT,
+    logLevel: v.LOG_LEVEL,
+    databaseUrl: v.DATABASE_URL,
+    databasePoolSize: v.DATABASE_POOL_SIZE,
+    dataDir,
+    issuer,
+    accessTokenTtlSeconds: v.ACCESS_TOKEN_TTL_SECONDS,
+    refreshTokenIdleTtlSeconds: v.REFRESH_TOKEN_IDLE_TTL_SECONDS,
+    refreshTokenAbsoluteTtlSeconds: v.REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS,
+    refreshGraceSeconds: v.REFRESH_GRACE_SECONDS,
+    signingAlg: v.SIGNING_ALG,
+    keyEncryptionKey,
+    keyEncryptionKeysPrevious: v.KEY_ENCRYPTION_KEYS_PREVIOUS,
+    keyRotationIntervalSeconds: v.KEY_ROTATION_INTERVAL_SECONDS,
+    keyClockSkewSeconds: v.KEY_CLOCK_SKEW_SECONDS,
+    cacheRefreshSeconds: v.CACHE_REFRESH_SECONDS,
+    jwksMaxAgeSeconds: v.JWKS_MAX_AGE_SECONDS,
+    cookieName: (v.COOKIE_SECURE ? '__Secure-' : '') + v.COOKIE_NAME,
+    cookieSecure: v.COOKIE_SECURE,
+    cookieSameSite: v.COOKIE_SAMESITE,
+    argon2: Object.freeze({ memoryKib: v.ARGON2_MEMORY_KIB, timeCost: v.ARGON2_TIME_COST, parallelism: v.ARGON2_PARALLELISM }),
+    migrateOnStart: v.MIGRATE_ON_START ?? !production,
+    bodyLimitBytes: v.BODY_LIMIT_BYTES,
+    trustProxy: v.TRUST_PROXY,
+    lockTimeoutMs: v.DB_LOCK_TIMEOUT_MS,
+    dbAcquireTimeoutMs: v.DB_ACQUIRE_TIMEOUT_MS,
+    metricsToken: v.METRICS_TOKEN,
+    housekeepingIntervalSeconds: v.HOUSEKEEPING_INTERVAL_SECONDS,
+    housekeepingBatchSize: v.HOUSEKEEPING_BATCH_SIZE,
+    housekeepingRetentionSeconds: v.HOUSEKEEPING_RETENTION_SECONDS,
+    auditRetentionDays: v.AUDIT_RETENTION_DAYS,
+  } satisfies Config)
 }

@@ -1,7 +1,7 @@
 // Real `tessera` processes (bin/tessera.js → dist/) for tests: spawn, wait until ready, call over HTTP.
 // Needs a built dist/ (`npm run build`, done by `npm ci`'s prepare).
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import type { JSONWebKeySet } from 'jose'
 import pg from 'pg'
 import type { Test } from 'tap'
+import { CONFIG_VARIABLES } from '../../src/config.js'
 import { basic, FORM, form, TEST_KEK } from './app.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -17,12 +18,8 @@ const BIN = join('bin', 'tessera.js')
 export const API = 'https://api.example.com'
 export const ALICE_PASSWORD = 'correct horse battery staple'
 
-// Every variable Tessera reads (all are in .env.example, which a docs test keeps complete):
-// a child sees only what its test sets.
-const CONFIG_VARS = new Set([
-  ...[...readFileSync(join(repoRoot, '.env.example'), 'utf8').matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!),
-  'TESSERA_TEST_PG_URL',
-])
+// Every variable Tessera reads, and the test database URL: a child sees only what its test sets.
+const CONFIG_VARS = new Set([...CONFIG_VARIABLES.map((v) => v.name), 'TESSERA_TEST_PG_URL'])
 
 /** process.env without DATABASE_URL, TESSERA_TEST_PG_URL or any other Tessera setting. */
 export function baseEnv(): Record<string, string> {

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { resolveKek } from '../../src/keys/kek.js'
-import { ConfigError, loadConfig, type Config, type Env } from '../../src/config.js'
+import { CONFIG_VARIABLES, ConfigError, fixedDefault, loadConfig, type Config, type ConfigVariable, type Env } from '../../src/config.js'
 import { parseKek } from '../../src/keys/kek.js'
 import { TEST_KEK } from '../helpers/app.js'
 
@@ -256,4 +256,39 @@ t.test('KEY_ROTATION_INTERVAL_SECONDS: 0, or at least 2 × the publish lead + JW
   const small = { JWKS_MAX_AGE_SECONDS: '0', CACHE_REFRESH_SECONDS: '1', KEY_CLOCK_SKEW_SECONDS: '0' }
   t.equal(loadConfig({ ...small, KEY_ROTATION_INTERVAL_SECONDS: '10' }).keyRotationIntervalSeconds, 10, 'short intervals with short caches')
   t.match(configError({ ...small, KEY_ROTATION_INTERVAL_SECONDS: '9' }).problems, [/or at least 10 /], 'never below 10')
+})
+
+const VARIABLES: readonly ConfigVariable[] = CONFIG_VARIABLES
+
+t.test('CONFIG_VARIABLES: every fixed default is the value loadConfig uses when the variable is unset', async (t) => {
+  const unset = loadConfig({})
+  for (const v of VARIABLES) {
+    const def = fixedDefault(v)
+    if (def !== undefined) t.same(loadConfig({ [v.name]: def }), unset, `${v.name}=${def} changes nothing`)
+  }
+})
+
+/** A value each kind of variable refuses, if any. */
+function invalidValue(v: ConfigVariable): string | undefined {
+  switch (v.kind) {
+    case 'int': return String(v.max + 1)
+    case 'bool': return 'maybe'
+    case 'oneOf': return 'bogus'
+    case 'string': case 'url': return v.check ? ';' : undefined
+    case 'list': return undefined
+  }
+}
+
+t.test('CONFIG_VARIABLES: loadConfig reads and checks every variable the table gives a rule', async (t) => {
+  for (const v of VARIABLES) {
+    const bad = invalidValue(v)
+    if (bad === undefined) continue
+    const e = configError({ [v.name]: bad })
+    t.equal(e.problems.length, 1, `${v.name}=${bad}: one problem`)
+    t.ok(e.problems[0]!.startsWith(v.name), `${v.name}=${bad}: the problem names it`)
+  }
+})
+
+t.test('ALLOW_INSECURE_ISSUER must be a boolean, in development too', async (t) => {
+  t.same(configError({ ALLOW_INSECURE_ISSUER: 'maybe' }).problems, ['ALLOW_INSECURE_ISSUER must be true or false (got "maybe")'])
 })
