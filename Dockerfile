@@ -3,6 +3,8 @@
 #   docker build -t tessera .
 #   docker run --rm tessera migrate      # apply migrations to DATABASE_URL
 #   docker run --rm -p 8080:8080 tessera # serve (the default command)
+#   (production needs DATABASE_URL; ALLOW_EMBEDDED_DATABASE=true runs one instance on the
+#   embedded database in the /app/data volume instead: README "Docker")
 #
 # Debian (glibc) base on purpose: @node-rs/argon2 ships prebuilt binaries as
 # optional dependencies, and the glibc build is the well-trodden path.
@@ -47,6 +49,10 @@ RUN npm ci --omit=dev --ignore-scripts \
 
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
+
+# The embedded database (production only with ALLOW_EMBEDDED_DATABASE=true) keeps every user,
+# client and key here: a volume, so recreating the container does not lose them.
+VOLUME ["/app/data"]
 
 # Unprivileged user provided by the node base image.
 USER node

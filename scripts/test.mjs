@@ -145,13 +145,84 @@ async function main() {
   }
 
   return await new Promise((res, rej) => {
-    child = spawn(TAP, process.argv.slice(2), { cwd: ROOT, env, stdio: 'inherit' });
+    child = spawn(TAP, process.argv.slice(2), { cwd: ROOT, env, stdio: ['inherit', 'pipe', 'inherit'] });
+    const failures = new FailureCollector();
+    child.stdout.on('data', (chunk) => {
+      process.stdout.write(chunk);
+      failures.push(chunk.toString('utf8'));
+    });
     child.on('error', rej);
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
+      // Repeat every failure after tap's own summary and coverage table, so
+      // that the tail of a long CI log names what failed and why.
+      failures.end();
+      const report = failures.report();
+      if (report) process.stdout.write(report);
       if (code !== null) res(code);
       else res(128 + (SIGNALS[signal] ?? 1));
     });
   });
+}
+
+// ---------------------------------------------------------------------------
+// Failure summary: reads tap's TAP stream and remembers each failing
+// assertion with the chain of subtests above it and its YAML diagnostics.
+
+class FailureCollector {
+  constructor() {
+    this.rest = '';
+    this.stack = []; // subtest names by depth (4 spaces per level)
+    this.failures = []; // { path, lines }
+    this.current = null; // the failure whose diagnostics are being read
+  }
+  push(text) {
+    const lines = (this.rest + text).split('\n');
+    this.rest = lines.pop() ?? '';
+    for (const line of lines) this.line(line);
+  }
+  end() {
+    if (this.rest) this.line(this.rest);
+    this.rest = '';
+  }
+  line(line) {
+    if (this.current) {
+      if (this.current.lines.length < 40) this.current.lines.push(line);
+      if (/^\s*\.\.\.\s*$/.test(line)) this.current = null;
+      if (/^\s*(not )?ok \d+/.test(line) || /^\s*# Subtest:/.test(line)) this.current = null;
+      else return;
+    }
+    const sub = /^( *)# Subtest: (.*)$/.exec(line);
+    if (sub) {
+      const depth = Math.floor(sub[1].length / 4);
+      this.stack.length = depth;
+      this.stack[depth] = sub[2];
+      return;
+    }
+    const bad = /^( *)not ok \d+ - (.*?)(?: # time=.*)?$/.exec(line);
+    if (!bad) return;
+    const depth = Math.floor(bad[1].length / 4);
+    const parents = this.stack.slice(0, depth);
+    // A subtest that failed because an assertion in it failed is reported
+    // through that assertion; keep it only when nothing inside it failed
+    // (a timeout, a crash, a missing plan).
+    const isSubtest = this.stack[depth] === bad[2];
+    const inner = this.failures.some((f) => f.path.length > depth + 1 && f.path[depth] === bad[2]);
+    if (isSubtest) this.stack.length = depth;
+    if (isSubtest && inner) return;
+    this.current = { path: [...parents, bad[2]], lines: [] };
+    this.failures.push(this.current);
+  }
+  report() {
+    if (this.failures.length === 0) return '';
+    const out = ['', `# ${'='.repeat(70)}`, `# ${this.failures.length} failure(s), repeated from above:`];
+    for (const f of this.failures.slice(0, 30)) {
+      out.push(`# not ok: ${f.path.join(' > ')}`);
+      for (const l of f.lines.filter((l) => !/^\s*(---|\.\.\.)\s*$/.test(l))) out.push(`#   ${l.trim()}`);
+    }
+    if (this.failures.length > 30) out.push(`# ... and ${this.failures.length - 30} more`);
+    out.push(`# ${'='.repeat(70)}`, '');
+    return out.join('\n');
+  }
 }
 
 let exitCode = 1;

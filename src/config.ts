@@ -3,6 +3,11 @@ import { isAbsolute, resolve } from 'node:path'
 /** Signing algorithms Tessera can create keys for. */
 export const SIGNING_ALGS = ['ES256', 'RS256', 'PS256', 'EdDSA'] as const
 export type SigningAlg = (typeof SIGNING_ALGS)[number]
+/**
+ * The ID-token algorithm of a client that names none (OIDC Dynamic Client Registration §2), which
+ * every OP must support (OIDC Core §15.1): a key line of its own next to SIGNING_ALG's.
+ */
+export const ID_TOKEN_DEFAULT_ALG: SigningAlg = 'RS256'
 
 /** Validated, frozen configuration. Only this module reads `process.env`. */
 export interface Config {
@@ -10,7 +15,11 @@ export interface Config {
   readonly host: string
   readonly port: number
   readonly logLevel: string
+  /** `pretty`: readable lines (development only, when pino-pretty is installed); `json` otherwise. */
+  readonly logFormat: 'json' | 'pretty'
   readonly databaseUrl: string | undefined
+  /** Where the LISTEN connection goes (a direct server URL); undefined = no LISTEN (poll only). */
+  readonly databaseListenUrl: string | undefined
   readonly databasePoolSize: number
   readonly dataDir: string
   readonly issuer: string
@@ -29,6 +38,10 @@ export interface Config {
   /** Allowance for clock differences (instances, resource servers) in the key schedule. */
   readonly keyClockSkewSeconds: number
   readonly cacheRefreshSeconds: number
+  /** How long a command that changes keys, clients or users waits for every live instance to confirm. */
+  readonly propagationWaitSeconds: number
+  /** An instance whose heartbeat is older than this is not waited for. */
+  readonly instanceStaleSeconds: number
   readonly jwksMaxAgeSeconds: number
   readonly cookieName: string
   readonly cookieSecure: boolean
@@ -49,6 +62,45 @@ export interface Config {
   readonly housekeepingRetentionSeconds: number
   /** Audit events older than this are deleted; 0 = kept forever. */
   readonly auditRetentionDays: number
+  // --- Brute force and abuse (README "Brute force and abuse") ---
+  /** Password-check throttling: free failures per key, then exponential backoff. */
+  readonly loginThrottle: LoginThrottlePolicy
+  /** argon2id work at once (0 = CPU cores − 1, at least 1) and checks waiting beyond it (then 503). */
+  readonly passwordHashing: { readonly concurrency: number; readonly queue: number }
+  /** /token requests per second per client on each instance, unless the client has its own; 0 = no limit. */
+  readonly clientRateLimitPerSecond: number
+  // --- authorization-code flow (issue 13)
+  readonly authorizationCodeTtlSeconds: number
+  readonly authorizationRequestTtlSeconds: number
+  readonly parTtlSeconds: number
+  readonly ssoSessionIdleTtlSeconds: number
+  readonly ssoSessionAbsoluteTtlSeconds: number
+  /** The SSO cookie's name (`__Host-` prefixed when secure). */
+  readonly ssoCookieName: string
+  /** The cookie binding a pending authorization request to its browser. */
+  readonly browserCookieName: string
+  readonly backchannelLogoutTimeoutMs: number
+  readonly backchannelLogoutRetries: number
+  readonly productName: string
+  readonly brandColor: string
+  readonly brandBackground: string
+  // ---
+}
+
+/** When password checks are refused (README "Brute force and abuse"). */
+export interface LoginThrottlePolicy {
+  /** Failures of one account (from anywhere) before backoff. */
+  readonly accountFreeFailures: number
+  /** Failures of one account from one address before backoff. */
+  readonly addressAccountFreeFailures: number
+  /** Failures from one address (any accounts: stuffing) before backoff. */
+  readonly addressFreeFailures: number
+  /** The first lock; each further failure doubles it. */
+  readonly backoffBaseSeconds: number
+  /** The longest lock. */
+  readonly backoffMaxSeconds: number
+  /** A counter without a failure for this long starts again from zero. */
+  readonly memorySeconds: number
 }
 
 export type Env = Record<string, string | undefined>
@@ -85,6 +137,7 @@ export const CONFIG_VARIABLES = [
   { name: 'HOST', kind: 'string', default: '127.0.0.1', description: 'listen address' },
   { name: 'PORT', kind: 'int', min: 0, max: 65_535, default: 8080, description: 'listen port' },
   { name: 'LOG_LEVEL', kind: 'oneOf', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info', description: 'pino log level' },
+  { name: 'LOG_FORMAT', kind: 'oneOf', values: ['auto', 'json', 'pretty'], default: 'auto', description: 'log lines: auto = readable (pino-pretty) in development, JSON in production and test; pretty is refused in production' },
   {
     name: 'DATABASE_URL', kind: 'url', default: { derived: 'none: the embedded PGlite database in DATA_DIR' }, description: 'PostgreSQL connection URL',
     check: { pattern: /^postgres(ql)?:\/\//, problem: 'DATABASE_URL must be a postgres:// or postgresql:// URL' },
@@ -92,7 +145,12 @@ export const CONFIG_VARIABLES = [
   { name: 'DATABASE_POOL_SIZE', kind: 'int', min: 1, max: 200, default: 10, description: 'PostgreSQL connections per instance' },
   { name: 'DB_ACQUIRE_TIMEOUT_MS', kind: 'int', min: 100, max: 60_000, default: 5_000, description: 'wait for a pooled connection before answering 503' },
   { name: 'DB_LOCK_TIMEOUT_MS', kind: 'int', min: 100, max: 60_000, default: 5_000, description: 'PostgreSQL lock_timeout' },
+  {
+    name: 'DATABASE_LISTEN_URL', kind: 'url', default: { derived: 'DATABASE_URL' }, description: 'direct PostgreSQL URL for the LISTEN connection (not a transaction-mode pooler); off = poll only',
+    check: { pattern: /^(postgres(ql)?:\/\/|off$)/, problem: 'DATABASE_LISTEN_URL must be a postgres:// or postgresql:// URL, or off' },
+  },
   { name: 'DATA_DIR', kind: 'string', default: './data', description: 'embedded database, development KEK and demo credentials' },
+  { name: 'ALLOW_EMBEDDED_DATABASE', kind: 'bool', default: false, description: 'allow the embedded PGlite database in production (one instance only; data in DATA_DIR)' },
   { name: 'MIGRATE_ON_START', kind: 'bool', default: { derived: 'true in development and test, false in production' }, description: 'apply migrations at start' },
   { name: 'ISSUER', kind: 'url', default: { derived: 'http://localhost:$PORT in development; required (https) in production' }, description: 'public URL of this server, the iss of every token' },
   { name: 'ALLOW_INSECURE_ISSUER', kind: 'bool', default: false, description: 'allow an http ISSUER in production (local demo only)' },
@@ -107,6 +165,8 @@ export const CONFIG_VARIABLES = [
   { name: 'REFRESH_GRACE_SECONDS', kind: 'int', min: 0, max: 120, default: 10, description: 'a refresh retried within this window gets the same successor; 0 = no retries' },
   { name: 'CACHE_REFRESH_SECONDS', kind: 'int', min: 1, max: 3600, default: 10, description: 'how often an instance re-reads signing keys and clients' },
   { name: 'JWKS_MAX_AGE_SECONDS', kind: 'int', min: 0, max: 86_400, default: 300, description: 'ceiling of the JWKS Cache-Control max-age' },
+  { name: 'PROPAGATION_WAIT_SECONDS', kind: 'int', min: 0, max: 300, default: 5, description: 'how long a command that changes keys, clients or users waits for every live instance to confirm; 0 = no wait' },
+  { name: 'INSTANCE_STALE_SECONDS', kind: 'int', min: 2, max: 3600, default: 5, description: 'an instance whose heartbeat is older than this is not waited for' },
   {
     name: 'COOKIE_NAME', kind: 'string', default: 'tessera_rt', description: 'refresh cookie name (prefixed __Secure- when secure)',
     check: { pattern: /^[A-Za-z0-9_-]{1,64}$/, problem: 'COOKIE_NAME may contain only letters, digits, "_" and "-"' },
@@ -118,6 +178,16 @@ export const CONFIG_VARIABLES = [
   { name: 'ARGON2_PARALLELISM', kind: 'int', min: 1, max: 16, default: 1, description: 'argon2id lanes' },
   { name: 'BODY_LIMIT_BYTES', kind: 'int', min: 1_024, max: 10_485_760, default: 65_536, description: 'largest accepted request body' },
   { name: 'TRUST_PROXY', kind: 'bool', default: false, description: 'trust X-Forwarded-* from a reverse proxy' },
+  // --- Brute force and abuse (README "Brute force and abuse") ---
+  { name: 'LOGIN_ACCOUNT_FREE_FAILURES', kind: 'int', min: 1, max: 1_000_000, default: 10, description: 'failed password checks of one account (from any address) before its attempts are delayed' },
+  { name: 'LOGIN_ADDRESS_ACCOUNT_FREE_FAILURES', kind: 'int', min: 1, max: 1_000_000, default: 5, description: 'failed password checks of one account from one address before they are delayed' },
+  { name: 'LOGIN_ADDRESS_FREE_FAILURES', kind: 'int', min: 1, max: 1_000_000, default: 100, description: 'failed password checks from one address (IPv6: /64), any accounts, before its attempts are delayed' },
+  { name: 'LOGIN_BACKOFF_BASE_SECONDS', kind: 'int', min: 1, max: 3600, default: 1, description: 'the first delay; it doubles with each further failure' },
+  { name: 'LOGIN_BACKOFF_MAX_SECONDS', kind: 'int', min: 1, max: 86_400, default: 900, description: 'the longest delay (locks are never permanent)' },
+  { name: 'LOGIN_FAILURE_MEMORY_SECONDS', kind: 'int', min: 60, max: 30 * 86_400, default: 43_200, description: 'a counter without a failure for this long starts again from zero' },
+  { name: 'PASSWORD_HASH_CONCURRENCY', kind: 'int', min: 0, max: 256, default: 0, description: 'argon2id hashes at once; 0 = CPU cores - 1 (at least 1)' },
+  { name: 'PASSWORD_HASH_QUEUE', kind: 'int', min: 0, max: 100_000, default: 64, description: 'password checks waiting for a hash slot; beyond it 503 at once' },
+  { name: 'CLIENT_RATE_LIMIT_PER_SECOND', kind: 'int', min: 0, max: 1_000_000, default: 1000, description: 'default /token requests per second per client on each instance (burst: twice that); 0 = no limit' },
   {
     name: 'METRICS_TOKEN', kind: 'string', default: { derived: 'none: GET /metrics is open' }, description: 'when set, GET /metrics needs Authorization: Bearer <this>',
     // RFC 6750 b64token characters, and long enough not to be guessed.
@@ -127,6 +197,27 @@ export const CONFIG_VARIABLES = [
   { name: 'HOUSEKEEPING_BATCH_SIZE', kind: 'int', min: 1, max: 10_000, default: 500, description: 'rows per table one housekeeping batch deletes at most' },
   { name: 'HOUSEKEEPING_RETENTION_SECONDS', kind: 'int', min: 0, max: 366 * 86_400, default: 7 * 86_400, description: 'dead refresh-token families are kept this long, then deleted' },
   { name: 'AUDIT_RETENTION_DAYS', kind: 'int', min: 0, max: 36_500, default: 90, description: 'audit events older than this are deleted; 0 = kept forever' },
+  // --- authorization-code flow (issue 13)
+  { name: 'AUTHORIZATION_CODE_TTL_SECONDS', kind: 'int', min: 5, max: 60, default: 60, description: 'an authorization code is valid this long (at most 60)' },
+  { name: 'AUTHORIZATION_REQUEST_TTL_SECONDS', kind: 'int', min: 60, max: 3600, default: 600, description: 'how long a pending authorization request (login or consent page) stays usable' },
+  { name: 'PAR_TTL_SECONDS', kind: 'int', min: 10, max: 600, default: 60, description: 'lifetime of a pushed authorization request (request_uri)' },
+  { name: 'SSO_SESSION_IDLE_TTL_SECONDS', kind: 'int', min: 60, max: 366 * 86_400, default: 86_400, description: 'an SSO session unused this long ends' },
+  { name: 'SSO_SESSION_ABSOLUTE_TTL_SECONDS', kind: 'int', min: 60, max: 366 * 86_400, default: 14 * 86_400, description: 'an SSO session ends this long after its login' },
+  { name: 'BACKCHANNEL_LOGOUT_TIMEOUT_MS', kind: 'int', min: 100, max: 30_000, default: 2_000, description: 'timeout of one back-channel logout POST' },
+  { name: 'BACKCHANNEL_LOGOUT_RETRIES', kind: 'int', min: 0, max: 5, default: 2, description: 'retries of a failed back-channel logout POST' },
+  {
+    name: 'PRODUCT_NAME', kind: 'string', default: 'Tessera', description: 'product name on the hosted login, consent and logout pages',
+    check: { pattern: /^[^<>;"\x00-\x1f]{1,64}$/, problem: 'PRODUCT_NAME must be 1 to 64 printable characters without < > ; or "' },
+  },
+  {
+    name: 'BRAND_COLOR', kind: 'string', default: '#2f5d8a', description: 'accent colour of the hosted pages (#rrggbb)',
+    check: { pattern: /^#[0-9a-fA-F]{6}$/, problem: 'BRAND_COLOR must be a #rrggbb colour' },
+  },
+  {
+    name: 'BRAND_BACKGROUND', kind: 'string', default: '#f4f6f8', description: 'background colour of the hosted pages (#rrggbb)',
+    check: { pattern: /^#[0-9a-fA-F]{6}$/, problem: 'BRAND_BACKGROUND must be a #rrggbb colour' },
+  },
+  // ---
 ] as const satisfies readonly ConfigVariable[]
 
 /** The fixed default as the README and .env.example write it; undefined when the default is derived. */
@@ -236,6 +327,13 @@ export function loadConfig(env: Env = process.env): Config {
     )
   }
 
+  // README "Running on PostgreSQL": production without DATABASE_URL would quietly keep every user,
+  // client and key in DATA_DIR of one container, and give each replica a database of its own.
+  // Production logs are JSON lines for the log pipeline (and no development-only dependency).
+  if (production && v.LOG_FORMAT === 'pretty') problems.push('LOG_FORMAT=pretty is for development: production logs JSON lines (LOG_FORMAT=json or auto)')
+  if (production && v.DATABASE_URL === undefined && !v.ALLOW_EMBEDDED_DATABASE) {
+    problems.push('DATABASE_URL is required in production: the embedded database keeps its data in DATA_DIR of this one instance (a recreated container loses it; replicas do not share it); set DATABASE_URL, or ALLOW_EMBEDDED_DATABASE=true to run one instance on the embedded database on purpose')
+  }
   if (production && !v.COOKIE_SECURE) problems.push('COOKIE_SECURE=false is not allowed in production: refresh cookies must be Secure')
   if (v.REFRESH_TOKEN_IDLE_TTL_SECONDS > v.REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS) {
     problems.push('REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS')
@@ -246,6 +344,15 @@ export function loadConfig(env: Env = process.env): Config {
   if (v.HOUSEKEEPING_RETENTION_SECONDS < v.ACCESS_TOKEN_TTL_SECONDS) {
     problems.push(`HOUSEKEEPING_RETENTION_SECONDS must be at least ACCESS_TOKEN_TTL_SECONDS (${v.ACCESS_TOKEN_TTL_SECONDS}): a dead family's last access tokens are checked against its row until they expire`)
   }
+  // One problem per variable: a malformed value is reported as such, not also as lacking DATABASE_URL.
+  const listenUrlMalformed = problems.some((p) => p.startsWith('DATABASE_LISTEN_URL'))
+  if (v.DATABASE_LISTEN_URL !== undefined && v.DATABASE_LISTEN_URL !== 'off' && v.DATABASE_URL === undefined && !listenUrlMalformed) {
+    problems.push('DATABASE_LISTEN_URL needs DATABASE_URL (the embedded database is single-process and has no LISTEN connection)')
+  }
+  // A counter must outlive the longest lock, or a lock would end with its count forgotten.
+  if (v.LOGIN_FAILURE_MEMORY_SECONDS < v.LOGIN_BACKOFF_MAX_SECONDS) problems.push(`LOGIN_FAILURE_MEMORY_SECONDS must be at least LOGIN_BACKOFF_MAX_SECONDS (${v.LOGIN_BACKOFF_MAX_SECONDS})`)
+  if (v.LOGIN_BACKOFF_BASE_SECONDS > v.LOGIN_BACKOFF_MAX_SECONDS) problems.push(`LOGIN_BACKOFF_BASE_SECONDS must not exceed LOGIN_BACKOFF_MAX_SECONDS (${v.LOGIN_BACKOFF_MAX_SECONDS})`)
+  if (v.SSO_SESSION_IDLE_TTL_SECONDS > v.SSO_SESSION_ABSOLUTE_TTL_SECONDS) problems.push('SSO_SESSION_IDLE_TTL_SECONDS must not exceed SSO_SESSION_ABSOLUTE_TTL_SECONDS')
   if (problems.length > 0) throw new ConfigError(problems)
 
   return Object.freeze({
@@ -253,7 +360,9 @@ export function loadConfig(env: Env = process.env): Config {
     host: v.HOST,
     port: v.PORT,
     logLevel: v.LOG_LEVEL,
+    logFormat: v.LOG_FORMAT === 'pretty' || (v.LOG_FORMAT === 'auto' && v.NODE_ENV === 'development') ? 'pretty' : 'json',
     databaseUrl: v.DATABASE_URL,
+    databaseListenUrl: v.DATABASE_LISTEN_URL === 'off' ? undefined : (v.DATABASE_LISTEN_URL ?? v.DATABASE_URL),
     databasePoolSize: v.DATABASE_POOL_SIZE,
     dataDir,
     issuer,
@@ -267,6 +376,8 @@ export function loadConfig(env: Env = process.env): Config {
     keyRotationIntervalSeconds: v.KEY_ROTATION_INTERVAL_SECONDS,
     keyClockSkewSeconds: v.KEY_CLOCK_SKEW_SECONDS,
     cacheRefreshSeconds: v.CACHE_REFRESH_SECONDS,
+    propagationWaitSeconds: v.PROPAGATION_WAIT_SECONDS,
+    instanceStaleSeconds: v.INSTANCE_STALE_SECONDS,
     jwksMaxAgeSeconds: v.JWKS_MAX_AGE_SECONDS,
     cookieName: (v.COOKIE_SECURE ? '__Secure-' : '') + v.COOKIE_NAME,
     cookieSecure: v.COOKIE_SECURE,
@@ -282,5 +393,29 @@ export function loadConfig(env: Env = process.env): Config {
     housekeepingBatchSize: v.HOUSEKEEPING_BATCH_SIZE,
     housekeepingRetentionSeconds: v.HOUSEKEEPING_RETENTION_SECONDS,
     auditRetentionDays: v.AUDIT_RETENTION_DAYS,
+    loginThrottle: Object.freeze({
+      accountFreeFailures: v.LOGIN_ACCOUNT_FREE_FAILURES,
+      addressAccountFreeFailures: v.LOGIN_ADDRESS_ACCOUNT_FREE_FAILURES,
+      addressFreeFailures: v.LOGIN_ADDRESS_FREE_FAILURES,
+      backoffBaseSeconds: v.LOGIN_BACKOFF_BASE_SECONDS,
+      backoffMaxSeconds: v.LOGIN_BACKOFF_MAX_SECONDS,
+      memorySeconds: v.LOGIN_FAILURE_MEMORY_SECONDS,
+    }),
+    passwordHashing: Object.freeze({ concurrency: v.PASSWORD_HASH_CONCURRENCY, queue: v.PASSWORD_HASH_QUEUE }),
+    clientRateLimitPerSecond: v.CLIENT_RATE_LIMIT_PER_SECOND,
+    // --- authorization-code flow (issue 13)
+    authorizationCodeTtlSeconds: v.AUTHORIZATION_CODE_TTL_SECONDS,
+    authorizationRequestTtlSeconds: v.AUTHORIZATION_REQUEST_TTL_SECONDS,
+    parTtlSeconds: v.PAR_TTL_SECONDS,
+    ssoSessionIdleTtlSeconds: v.SSO_SESSION_IDLE_TTL_SECONDS,
+    ssoSessionAbsoluteTtlSeconds: v.SSO_SESSION_ABSOLUTE_TTL_SECONDS,
+    // `__Host-`: Secure, Path=/, no Domain (the cookie cannot be set by a sibling subdomain).
+    ssoCookieName: (v.COOKIE_SECURE ? '__Host-' : '') + 'tessera_sso',
+    browserCookieName: (v.COOKIE_SECURE ? '__Host-' : '') + 'tessera_authz',
+    backchannelLogoutTimeoutMs: v.BACKCHANNEL_LOGOUT_TIMEOUT_MS,
+    backchannelLogoutRetries: v.BACKCHANNEL_LOGOUT_RETRIES,
+    productName: v.PRODUCT_NAME,
+    brandColor: v.BRAND_COLOR,
+    brandBackground: v.BRAND_BACKGROUND,
   } satisfies Config)
 }

@@ -1,4 +1,10 @@
-/** RFC 6749 §5.2, RFC 6750 §3 and RFC 7009 error codes, plus our transport-level ones. */
+/**
+ * The error codes Tessera sends, and only those: a closed set of registered OAuth codes, so no
+ * private code can reach a body. RFC 6749 §5.2 (token endpoint; also used by RFC 7009 §2.2.1 and
+ * RFC 7662 §2.3), RFC 6749 §4.1.2.1 (`access_denied`, `temporarily_unavailable`, `server_error`) and
+ * RFC 6750 §3.1 (bearer). RFC 7009's `unsupported_token_type` is not here: Tessera revokes every kind
+ * of token it issues, and anything else is answered 200 (§2.2), so it has no use for it.
+ */
 export type OAuthErrorCode =
   | 'invalid_request'
   | 'invalid_client'
@@ -9,12 +15,14 @@ export type OAuthErrorCode =
   | 'invalid_token'
   | 'insufficient_scope'
   | 'access_denied'
-  | 'not_found'
-  | 'method_not_allowed'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
   | 'temporarily_unavailable'
   | 'server_error'
+  // Authorization endpoint: RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6, RFC 9126 §2.3.
+  | 'unsupported_response_type'
+  | 'login_required'
+  | 'consent_required'
+  | 'interaction_required'
+  | 'invalid_request_uri'
 
 const STATUS: Record<OAuthErrorCode, number> = {
   invalid_request: 400,
@@ -26,18 +34,30 @@ const STATUS: Record<OAuthErrorCode, number> = {
   invalid_token: 401,
   insufficient_scope: 403,
   access_denied: 403,
-  not_found: 404,
-  method_not_allowed: 405,
-  payload_too_large: 413,
-  unsupported_media_type: 415,
   temporarily_unavailable: 503,
   server_error: 500,
+  unsupported_response_type: 400,
+  login_required: 400,
+  consent_required: 400,
+  interaction_required: 400,
+  invalid_request_uri: 400,
 }
+
+/**
+ * HTTP-level refusals that have no OAuth code of their own: no such resource, wrong method, body
+ * or URL too large (their body says `invalid_request`), and too many requests (429, RFC 6585 §4: a
+ * throttled password check or a client over its rate; the body says `temporarily_unavailable`).
+ * Only the status tells them apart from the code's own.
+ */
+export type TransportStatus = 404 | 405 | 413 | 414 | 429
 
 /** The one error type of Tessera: `description` is safe to show, `detail` is for logs only. */
 export class OAuthError extends Error {
   /** Set when the caller authenticated with HTTP Basic or Bearer, for `WWW-Authenticate`. */
   authScheme: 'Basic' | 'Bearer' | undefined
+  /** `Retry-After` of a 429 or 503 answer, in whole seconds (5 unless set). */
+  retryAfterSeconds: number | undefined
+  private transportStatus: TransportStatus | undefined
   constructor(
     readonly code: OAuthErrorCode,
     readonly description: string,
@@ -47,10 +67,20 @@ export class OAuthError extends Error {
     this.name = 'OAuthError'
   }
   get status(): number {
-    return STATUS[this.code]
+    return this.transportStatus ?? STATUS[this.code]
   }
   withScheme(scheme: 'Basic' | 'Bearer'): this {
     this.authScheme = scheme
+    return this
+  }
+  /** Answers with an HTTP-level status (404, 405, 413, 414, 429) instead of the code's own. */
+  withStatus(status: TransportStatus): this {
+    this.transportStatus = status
+    return this
+  }
+  /** Sets `Retry-After` (429 and 503 answers). */
+  retryAfter(seconds: number): this {
+    this.retryAfterSeconds = Math.max(1, Math.ceil(seconds))
     return this
   }
 }
@@ -87,6 +117,8 @@ const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT
 /** True when `err` says the database is down, unreachable, overloaded or read-only. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false
+  // A wrapped error (a failed migration) is judged by what caused it.
+  if (err.cause !== undefined && err.cause !== err && isDatabaseUnavailable(err.cause)) return true
   const code = (err as { code?: unknown }).code
   if (typeof code === 'string') {
     if (UNAVAILABLE_SQLSTATES.has(code) || code.startsWith('08') || UNAVAILABLE_NODE_CODES.has(code)) return true

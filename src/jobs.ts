@@ -1,7 +1,7 @@
 import type { Clock } from './clock.js'
 
 /** The background jobs every instance runs. */
-export const JOB_NAMES = ['key_sync', 'housekeeping'] as const
+export const JOB_NAMES = ['key_sync', 'housekeeping', 'change_sync'] as const
 export type JobName = (typeof JOB_NAMES)[number]
 
 /** What a background job is. */

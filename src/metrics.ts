@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client
 import type { OAuthErrorCode } from './errors.js'
 import { GRANT_TYPES, type GrantType } from './grants/grant-types.js'
 import { JOB_NAMES, type JobName } from './jobs.js'
+import type { ThrottleKind } from './throttle/login-throttle.store.js'
 
 /** How a token response came about: a `/token` grant, or `/login`. */
 export type TokenGrant = GrantType | 'login'
@@ -13,11 +14,20 @@ export type RefreshEvent = 'issued' | 'rotated' | 'retried' | 'reuse_detected' |
 export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detected' | 'user_disabled' | 'client_disabled'
 
 /** Tables the housekeeping job deletes from. */
-export type HousekeepingTable = 'refresh_token_family' | 'refresh_token' | 'revoked_access_token' | 'audit_event'
+export type HousekeepingTable =
+  | 'refresh_token_family'
+  | 'refresh_token'
+  | 'revoked_access_token'
+  | 'audit_event'
+  | 'login_throttle'
+  | 'authorization_request'
+  | 'authorization_code'
+  | 'sso_session'
 
 const GRANTS: readonly TokenGrant[] = [...GRANT_TYPES, 'login']
 const EVENTS: readonly Exclude<RefreshEvent, 'revoked'>[] = ['issued', 'rotated', 'retried', 'reuse_detected']
-const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event']
+const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event', 'login_throttle', 'authorization_request', 'authorization_code', 'sso_session']
+const THROTTLE_KINDS: readonly ThrottleKind[] = ['account', 'address', 'address_account']
 // Anything else (WebDAV verbs and the like from scanners) is one series, not one per verb.
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
 
@@ -48,6 +58,10 @@ export class Metrics {
   /** One counter per background job, `tessera_<job>_runs_total{outcome}`. */
   private readonly jobRuns = new Map<JobName, Counter<'outcome'>>()
   private readonly keysRevoked: Counter
+  private readonly loginLocks: Counter<'kind'>
+  private readonly loginThrottles: Counter<'kind'>
+  private readonly passwordChecksShed: Counter
+  private readonly clientRateLimits: Counter
   private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>
   // The histogram's children by "method route status": one Map lookup per request instead of
   // prom-client's label hashing. Bounded, since every part of the key is.
@@ -65,6 +79,14 @@ export class Metrics {
     })
     this.housekeepingDeleted = new Counter({ name: 'tessera_housekeeping_deleted_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
     this.keysRevoked = new Counter({ name: 'tessera_signing_keys_revoked_total', help: 'Signing keys revoked through the admin API of this instance (emergency revokes)', registers })
+    this.loginLocks = new Counter({ name: 'tessera_login_locks_total', help: 'Password-check locks started (a failure past the free ones), by counter kind: account, address, address_account', labelNames: ['kind'], registers })
+    this.loginThrottles = new Counter({ name: 'tessera_login_throttled_total', help: 'Password checks refused with 429 before any hash, by the kind of the counter that was locked', labelNames: ['kind'], registers })
+    this.passwordChecksShed = new Counter({ name: 'tessera_password_checks_shed_total', help: 'Password checks refused with 503 because the argon2id queue was full', registers })
+    this.clientRateLimits = new Counter({ name: 'tessera_client_rate_limited_total', help: '/token requests refused with 429 because their client was over its rate on this instance', registers })
+    for (const kind of THROTTLE_KINDS) {
+      this.loginLocks.inc({ kind }, 0)
+      this.loginThrottles.inc({ kind }, 0)
+    }
     for (const job of JOB_NAMES) {
       const counter = new Counter({ name: `tessera_${job}_runs_total`, help: `Runs of the ${job} background job of this instance, by outcome (ok, error)`, labelNames: ['outcome'], registers })
       for (const outcome of ['ok', 'error']) counter.inc({ outcome }, 0)
@@ -85,6 +107,26 @@ export class Metrics {
   /** A signing key was revoked (emergency) through this instance. */
   keyRevoked(): void {
     this.keysRevoked.inc()
+  }
+
+  /** A password-check counter was locked (after the failure's audit event committed). */
+  loginLocked(kind: ThrottleKind): void {
+    this.loginLocks.inc({ kind })
+  }
+
+  /** A password check was refused (429) because a counter was locked. */
+  loginThrottled(kind: ThrottleKind): void {
+    this.loginThrottles.inc({ kind })
+  }
+
+  /** A password check was refused (503) because the hashing queue was full. */
+  passwordCheckShed(): void {
+    this.passwordChecksShed.inc()
+  }
+
+  /** A /token request was refused (429): its client was over its rate. */
+  clientRateLimited(): void {
+    this.clientRateLimits.inc()
   }
 
   /** A token response was sent. */

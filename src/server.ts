@@ -1,17 +1,18 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { buildApp, type Tessera } from './app.js'
+import { resolve } from 'node:path'
+import { createApp, type StartingTessera } from './app.js'
 import type { Config } from './config.js'
 import { databaseTarget, openDatabase, type DatabaseHandle } from './db/connect.js'
-import { migrateToLatest } from './db/migrate.js'
+import { migrateToLatest, schemaStatus } from './db/migrate.js'
 import { seedDemo } from './demo.js'
-import { isDatabaseUnavailable } from './errors.js'
 import { systemClock } from './clock.js'
+import { NotReadyError, Startup } from './startup.js'
+
+// Before the app's logger exists: the same JSON line shape on stderr.
+const earlyLog = { warn: (obj: object, msg: string) => console.error(JSON.stringify({ level: 40, time: systemClock.nowMs(), ...obj, msg })) }
 
 /** Opens the configured database and applies migrations where that is automatic. */
 export async function openConfiguredDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<DatabaseHandle> {
-  // Before the app's logger exists: the same JSON line shape on stderr.
-  const log = { warn: (obj: object, msg: string) => console.error(JSON.stringify({ level: 40, time: systemClock.nowMs(), ...obj, msg })) }
-  const handle = await openDatabase(databaseTarget(config), log)
+  const handle = await openDatabase(databaseTarget(config), earlyLog)
   try {
     // The embedded database always migrates itself; PostgreSQL when MIGRATE_ON_START (development).
     if (opts.migrate ?? (handle.kind === 'pglite' || config.migrateOnStart)) await migrateToLatest(handle.db)
@@ -22,43 +23,115 @@ export async function openConfiguredDatabase(config: Config, opts: { migrate?: b
   }
 }
 
-/** `tessera serve`: waits for the database, listens, and drains on SIGTERM/SIGINT. */
-export async function serve(config: Config): Promise<Tessera> {
-  let database: DatabaseHandle | undefined
-  let tessera: Tessera | undefined
-  // A database that is not up yet (container start order) is waited for, not fatal.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      database = await openConfiguredDatabase(config)
-      tessera = await buildApp({ config, database })
-      break
-    } catch (err) {
-      await database?.close().catch(() => undefined)
-      database = undefined
-      if (!isDatabaseUnavailable(err) || attempt >= 60) throw err
-      console.error(JSON.stringify({ level: 40, msg: `database not reachable (${(err as Error).message}); retrying`, attempt }))
-      await sleep(Math.min(5000, 250 * attempt))
-    }
+/**
+ * Brings the schema to this code's latest migration where that is automatic (embedded,
+ * MIGRATE_ON_START), else checks that it is there. A schema with migrations this code does not
+ * know (a newer version migrated it) is fatal; pending migrations are waited for (`tessera migrate`
+ * may be running as a separate deploy step).
+ */
+export async function prepareSchema(database: DatabaseHandle, config: Config): Promise<void> {
+  const { pending, unknown } = await schemaStatus(database.db)
+  if (unknown.length > 0) {
+    throw new Error(`the database schema is newer than this version of Tessera (migrations it does not know: ${unknown.join(', ')}): refusing to start; run the version that migrated it, or a newer one`)
   }
-  const { app } = tessera
-  const demo = await seedDemo(config, database.db)
-  if (demo) app.log.warn({ file: demo }, 'DEVELOPMENT: created a demo user and client; their credentials are in this file')
-  await app.listen({ host: config.host, port: config.port })
-  app.log.info({ issuer: config.issuer, database: database.kind }, 'tessera is listening')
+  if (pending.length === 0) return
+  if (database.kind === 'pglite' || config.migrateOnStart) await migrateToLatest(database.db)
+  else throw new NotReadyError(`database schema not migrated: ${pending.length} migration(s) pending (run \`tessera migrate\`)`)
+}
 
-  let stopping = false
-  const stop = async (signal: string) => {
-    if (stopping) return
-    stopping = true
-    app.log.info({ signal }, 'draining')
-    try {
-      await tessera.close()
-      await database.close()
-    } finally {
-      process.exit(0)
-    }
+/**
+ * `tessera serve`: listens at once, then connects, checks (or applies) the schema and loads the
+ * keys, retrying while the database is unavailable; until then only `/healthz`, `/readyz` and
+ * `/metrics` answer, every other route is 503. Drains on SIGTERM/SIGINT in every phase.
+ * Resolves once ready (or stopped); a fatal start-up error (wrong KEK, a schema newer than the
+ * code, a wrong database setting) closes everything and rejects with a message for the operator.
+ */
+export async function serve(config: Config): Promise<void> {
+  // A signal before the app can drain (the embedded database still opening, the port not bound
+  // yet) is remembered, and honoured as soon as what was started can be closed.
+  let early: string | undefined
+  const onEarly = (signal: string) => () => { early ??= signal }
+  const earlyTerm = onEarly('SIGTERM')
+  const earlyInt = onEarly('SIGINT')
+  process.once('SIGTERM', earlyTerm)
+  process.once('SIGINT', earlyInt)
+  // PostgreSQL: a pool, no connection yet. Embedded: opens and locks the data folder (a second
+  // process on it is refused here, before listening).
+  const database = await openDatabase(databaseTarget(config), earlyLog)
+  if (early) {
+    earlyLog.warn({ signal: early }, 'stopped before listening')
+    await database.close()
+    return
   }
-  process.once('SIGTERM', () => void stop('SIGTERM'))
-  process.once('SIGINT', () => void stop('SIGINT'))
-  return tessera
+  let tessera: StartingTessera | undefined
+  try {
+    tessera = await createApp({ config, database })
+    await tessera.app.listen({ host: config.host, port: config.port })
+  } catch (err) {
+    await tessera?.close().catch(() => undefined)
+    await database.close()
+    throw err
+  }
+  const { app, readiness } = tessera
+  app.log.info({ issuer: config.issuer, database: database.kind }, 'tessera is listening; starting')
+  if (database.kind === 'pglite' && config.env === 'production') {
+    // Asked for with ALLOW_EMBEDDED_DATABASE=true (config.ts refuses it otherwise): said once.
+    app.log.warn({ dataDir: resolve(config.dataDir) }, 'embedded database in production: one instance only, every user, client and key lives in DATA_DIR (keep it on a volume and back it up)')
+  }
+
+  const started = tessera
+  const startedMs = systemClock.nowMs()
+  readiness.reason = 'connecting to the database'
+  const startup = new Startup(
+    async () => {
+      await prepareSchema(database, config)
+      await started.prepare()
+      const demo = await seedDemo(config, database.db)
+      if (demo) app.log.warn({ file: demo }, 'DEVELOPMENT: created a demo user and client; their credentials are in this file')
+    },
+    { clock: systemClock, log: app.log, waiting: (reason) => { readiness.reason = reason } },
+  )
+
+  let closing: Promise<void> | undefined
+  const closeAll = () => (closing ??= (async () => {
+    await startup.stop()
+    try {
+      await started.close()
+    } finally {
+      await database.close()
+    }
+  })())
+  const stop = (signal: string) => {
+    if (closing) return
+    app.log.info({ signal }, 'draining')
+    // Exit 1 when the drain or the close failed: a supervisor should know.
+    void closeAll().then(
+      () => process.exit(0),
+      (err: Error) => {
+        app.log.error({ err: { message: err.message } }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.removeListener('SIGTERM', earlyTerm)
+  process.removeListener('SIGINT', earlyInt)
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+  if (early) {
+    stop(early)
+    return
+  }
+
+  let ready: boolean
+  try {
+    ready = await startup.run()
+  } catch (err) {
+    if (closing) return // a signal came first: that shutdown exits
+    app.log.fatal({ err: { message: (err as Error).message, code: (err as { code?: unknown }).code } }, 'cannot start; exiting')
+    await closeAll()
+    throw err
+  }
+  if (!ready || closing) return
+  await started.open()
+  app.log.info({ database: database.kind, attempts: startup.attempts, ms: systemClock.nowMs() - startedMs }, 'tessera is ready')
 }

@@ -98,6 +98,13 @@ export function evaluateTargets(results) {
     const r = ratio(rate(tess('jwks_304')), rate(subj('jwks_304', 'ceiling: bare Fastify GET')))
     add('JWKS (304) ≥ 80 % of a bare Fastify route req/s', r, cmp(r, 0.8), fmtPct(r))
   }
+  const en = sc.login_enumeration?.enumeration
+  if (en) add('login failure kinds (unknown user, wrong / empty password, disabled): response-time medians within 5 %', en.spread, en.spread < 0.05 && en.distinctBodies === 1, fmtPct(en.spread))
+  const flood = sc.login_flood?.probe
+  if (flood) {
+    const p99 = flood.clientCredentialsDuring?.p99 ?? null
+    add('client_credentials p99 < 50 ms during a /login flood', p99, p99 === null ? null : p99 < 50, `${fmtMs(p99)} ms`)
+  }
   const peak = results.rss?.tessera ?? null
   add('Tessera peak RSS < 200 MB (whole run)', peak, peak === null ? null : peak < 200e6, fmtMB(peak))
   return t

@@ -107,6 +107,13 @@ export const chainStartsNeeded = (clientCounts, repeat) => clientCounts.reduce((
  */
 export async function rotationRun({ url, binDir, clients, duration, workDir, tag }) {
   const pgbench = findPgbench(binDir)
-  const run = pgbench ? await pgbenchRun({ pgbench, url, clients, duration, workDir, tag }) : await nodeRun({ url, clients, duration })
-  return { tool: pgbench ? 'pgbench' : 'node-pg', ...run }
+  if (!pgbench) return { tool: 'node-pg', ...(await nodeRun({ url, clients, duration })) }
+  try {
+    return { tool: 'pgbench', ...(await pgbenchRun({ pgbench, url, clients, duration, workDir, tag })) }
+  } catch (err) {
+    // pgbench's -T clock runs while its clients connect: on a loaded machine 50 connections can
+    // take a short (smoke) run's whole duration, and it ends having run nothing. Once more, longer.
+    if (!/actually processed: 0\b/.test(err.message) || duration >= 10) throw err
+    return { tool: 'pgbench', retried: true, ...(await pgbenchRun({ pgbench, url, clients, duration: Math.max(5, duration * 3), workDir, tag: `${tag}-again` })) }
+  }
 }

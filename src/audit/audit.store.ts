@@ -5,6 +5,8 @@ import type { AuditEventRow, Executor } from '../db/schema.js'
 export type AuditType =
   | 'login.succeeded'
   | 'login.failed'
+  | 'login.locked'
+  | 'login_throttle.cleared'
   | 'refresh_token.issued'
   | 'refresh_token.rotated'
   | 'refresh_token.retried'
@@ -13,8 +15,15 @@ export type AuditType =
   | 'access_token.revoked'
   | 'admin.sessions_revoked'
   | 'signing_key.revoked'
+  | 'signing_key.line_retired'
   | 'user.disabled'
   | 'client.disabled'
+  | 'sso_session.started'
+  | 'sso_session.ended'
+  | 'authorization_code.issued'
+  | 'authorization_code.reuse_detected'
+  | 'consent.granted'
+  | 'consent.revoked'
 
 export interface AuditEvent {
   type: AuditType

@@ -4,45 +4,61 @@ import type { Config } from '../config.js'
 import { resolveKek, resolveKeks } from '../keys/kek.js'
 import { KeyImportError, prepareImportedKey } from '../keys/key-material.js'
 import { parseImportState, parseSigningAlg } from '../keys/key-params.js'
-import { importedJson, keyInfoJson, revokedJson, rewrappedJson, rotatedJson, scheduledJson } from '../keys/key-view.js'
+import { importedJson, keyInfoJson, retiredLineJson, revokedJson, rewrappedJson, rotatedJson, scheduledJson } from '../keys/key-view.js'
 import { listKeys } from '../keys/keys.store.js'
-import { importKey, revokeKey, rewrapKeys, rotateKey, scheduleRotation, type KeyOptions } from '../keys/lifecycle.js'
+import { importKey, retireLine, revokeKey, rewrapKeys, rotateKey, scheduleRotation, type KeyOptions } from '../keys/lifecycle.js'
 import { keyPolicy } from '../keys/policy.js'
-import { CliError, parseOptions, printJson, type CliIo } from './io.js'
+import { CliError, parseCommand, printJson, printList, type CliIo } from './io.js'
+import { withChange } from './with-change.js'
 import { withDatabase } from './with-db.js'
 
-const USAGE = 'usage: tessera keys list|rotate|revoke|import|rewrap'
+const USAGE = 'usage: tessera keys list|rotate|revoke|retire-line|import|rewrap'
+/** An RFC 7638 SHA-256 thumbprint: 43 base64url characters. */
+const KID = /^[A-Za-z0-9_-]{43}$/
 
-/** `tessera keys list|rotate|revoke|import|rewrap` (README "Signing keys"). */
+/** `tessera keys list|rotate|revoke|retire-line|import|rewrap` (README "Signing keys"). */
 export async function keysCommand(config: Config, args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args
   const opts = (): KeyOptions => ({ keks: resolveKeks(config, resolveKek(config, io.err)), policy: keyPolicy(config), nowMs: systemClock.nowMs() })
   switch (sub) {
     case 'list': {
-      parseOptions(rest, {})
-      printJson(io, (await withDatabase(config, listKeys)).map(keyInfoJson))
+      const o = parseCommand('keys list', rest)
+      printList(io, (await withDatabase(config, listKeys)).map(keyInfoJson), o.format)
       return 0
     }
     case 'rotate': {
-      const o = parseOptions(rest, { alg: { type: 'string' }, now: { type: 'boolean' } })
-      // Without --alg, the successor keeps the active key's algorithm (README "Signing keys").
+      const o = parseCommand('keys rotate', rest)
+      // --alg names the key line; without it, the SIGNING_ALG line (README "Key lines").
       const alg = parseSigningAlg(o.alg, '--alg')
       const options = opts()
-      printJson(io, o.now ? rotatedJson(await withDatabase(config, (db) => rotateKey(db, options, alg))) : scheduledJson(await withDatabase(config, (db) => scheduleRotation(db, options, alg))))
+      // `propagation`: which instances applied the change (README "Changes reach every instance").
+      const { result, propagation } = await withChange(config, io, async (db) => (o.now ? rotatedJson(await rotateKey(db, options, alg)) : scheduledJson(await scheduleRotation(db, options, alg))))
+      printJson(io, { ...result, propagation })
       return 0
     }
     case 'revoke': {
       const [kid, ...more] = rest
-      if (kid === undefined || kid.startsWith('-')) throw new CliError('usage: tessera keys revoke KID [--reason TEXT]')
-      const o = parseOptions(more, { reason: { type: 'string' } })
+      // A kid is an RFC 7638 thumbprint in base64url: it may begin with "-" (one key in 64), so
+      // only an argument that is not a kid and looks like an option is taken for one.
+      if (kid === undefined || (kid.startsWith('-') && !KID.test(kid))) throw new CliError('usage: tessera keys revoke KID [--reason TEXT]')
+      const o = parseCommand('keys revoke', more)
       const options = opts()
-      const r = await withDatabase(config, (db) => revokeKey(db, options, kid, { reason: o.reason ?? 'cli', actor: { via: 'cli' } }))
+      const { result: r, propagation } = await withChange(config, io, (db) => revokeKey(db, options, kid, { reason: o.reason ?? 'cli', actor: { via: 'cli' } }), (r) => !r.found)
       if (!r.found) throw new CliError(`no key ${kid}`)
-      printJson(io, revokedJson(kid, r))
+      printJson(io, { ...revokedJson(kid, r), propagation })
+      return 0
+    }
+    case 'retire-line': {
+      const o = parseCommand('keys retire-line', rest)
+      const alg = parseSigningAlg(o.alg, '--alg')
+      if (alg === undefined) throw new CliError('usage: tessera keys retire-line --alg ALG')
+      const options = opts()
+      const { result, propagation } = await withChange(config, io, (db) => retireLine(db, options, alg, { actor: { via: 'cli' } }))
+      printJson(io, { ...retiredLineJson(result), propagation })
       return 0
     }
     case 'import': {
-      const o = parseOptions(rest, { file: { type: 'string' }, alg: { type: 'string' }, state: { type: 'string' } })
+      const o = parseCommand('keys import', rest)
       if (o.file === undefined) throw new CliError('keys import needs --file key.pem|key.json')
       const state = parseImportState(o.state, '--state')
       const alg = parseSigningAlg(o.alg, '--alg')
@@ -64,14 +80,15 @@ export async function keysCommand(config: Config, args: string[], io: CliIo): Pr
         input = { pem: text }
       }
       const prepared = await prepareImportedKey(input, alg, options.keks.current)
-      printJson(io, importedJson(await withDatabase(config, (db) => importKey(db, options, prepared, state))))
+      const { result, propagation } = await withChange(config, io, (db) => importKey(db, options, prepared, state))
+      printJson(io, { ...importedJson(result), propagation })
       return 0
     }
     case 'rewrap': {
-      parseOptions(rest, {})
+      parseCommand('keys rewrap', rest)
       const { keks } = opts()
-      const r = await withDatabase(config, (db) => rewrapKeys(db, keks))
-      printJson(io, rewrappedJson(r))
+      const { result: r, propagation } = await withChange(config, io, (db) => rewrapKeys(db, keks))
+      printJson(io, { ...rewrappedJson(r), propagation })
       if (r.failed.length > 0) {
         io.err(`tessera: ${r.failed.length} key(s) open with no configured KEK (list the KEK that sealed them in KEY_ENCRYPTION_KEYS_PREVIOUS): ${r.failed.join(', ')}`)
         return 1

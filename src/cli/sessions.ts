@@ -4,7 +4,7 @@ import type { Executor } from '../db/schema.js'
 import { parseSessionCursor, parseUuid } from '../sessions/params.js'
 import { revokeAllSessions, revokeSession } from '../sessions/revoke-sessions.js'
 import { findSession, findUserRef, listSessions, SESSIONS_MAX_LIMIT, type Session } from '../sessions/sessions.store.js'
-import { CliError, parseOptions, printJson, type CliIo } from './io.js'
+import { CliError, parseCommand, printJson, printList, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
 
 /** The user named by `--username`, or a usage error. */
@@ -20,7 +20,7 @@ export async function sessionsCommand(config: Config, args: string[], io: CliIo)
   const [sub, ...rest] = args
   switch (sub) {
     case 'list': {
-      const o = parseOptions(rest, { username: { type: 'string' }, all: { type: 'boolean' } })
+      const o = parseCommand('sessions list', rest)
       if (!o.username) throw new CliError('sessions list needs --username')
       const sessions = await withDatabase(config, async (db) => {
         const user = await cliUser(db, o.username, 'sessions list')
@@ -37,11 +37,11 @@ export async function sessionsCommand(config: Config, args: string[], io: CliIo)
         } while (cursor !== null)
         return all
       })
-      printJson(io, sessions)
+      printList(io, sessions, o.format)
       return 0
     }
     case 'revoke': {
-      const o = parseOptions(rest, { id: { type: 'string' } })
+      const o = parseCommand('sessions revoke', rest)
       if (!o.id) throw new CliError('sessions revoke needs --id')
       const id = parseUuid(o.id, '--id')
       const revoked = await withDatabase(config, async (db) => {
@@ -52,7 +52,7 @@ export async function sessionsCommand(config: Config, args: string[], io: CliIo)
       return 0
     }
     case 'revoke-all': {
-      const o = parseOptions(rest, { username: { type: 'string' } })
+      const o = parseCommand('sessions revoke-all', rest)
       if (!o.username) throw new CliError('sessions revoke-all needs --username')
       const result = await withDatabase(config, async (db) => {
         const user = await cliUser(db, o.username, 'sessions revoke-all')

@@ -2,8 +2,25 @@ import type { Config } from '../config.js'
 import { passwordPolicyProblem, PasswordHasher } from '../users/passwords.js'
 import { CLI_CONTEXT } from '../audit/context.js'
 import { disableUser } from '../users/disable-user.js'
-import { createUser, listUsers } from '../users/users.store.js'
-import { CliError, list, parseOptions, printJson, type CliIo } from './io.js'
+import { createUser, listUsers, updateUserProfile } from '../users/users.store.js'
+import type { UserProfile } from '../users/user.js'
+
+/** The profile options of `users create|update` (OIDC Core §5.1 claims). */
+function profileOptions(o: { name?: string | undefined; email?: string | undefined }, verified: boolean | undefined): Partial<UserProfile> {
+  const p: Partial<UserProfile> = {}
+  if (o.name !== undefined) {
+    if (o.name.length > 256 || /[\x00-\x1f]/.test(o.name)) throw new CliError('--name must be at most 256 printable characters')
+    p.name = o.name === '' ? null : o.name
+  }
+  if (o.email !== undefined) {
+    if (o.email !== '' && !/^[^\s@]{1,64}@[^\s@]{1,255}$/.test(o.email)) throw new CliError('--email must be an e-mail address')
+    p.email = o.email === '' ? null : o.email
+  }
+  if (verified !== undefined) p.emailVerified = verified
+  return p
+}
+import { CliError, list, parseCommand, printJson, printList, type CliIo } from './io.js'
+import { withChange } from './with-change.js'
 import { withDatabase } from './with-db.js'
 
 /** `tessera users create|list|disable`. */
@@ -11,35 +28,57 @@ export async function usersCommand(config: Config, args: string[], io: CliIo): P
   const [sub, ...rest] = args
   switch (sub) {
     case 'create': {
-      const o = parseOptions(rest, { username: { type: 'string' }, 'password-stdin': { type: 'boolean' }, roles: { type: 'string' } })
+      const o = parseCommand('users create', rest)
+      const profile = profileOptions(o, o['email-verified'])
       if (!o.username) throw new CliError('users create needs --username')
       if (!/^[\p{L}\p{N}._@+-]{1,256}$/u.test(o.username)) throw new CliError('username may contain letters, digits and . _ @ + - (at most 256)')
       // Never a password on the command line: it would land in shell history and `ps`.
       if (!o['password-stdin']) throw new CliError('users create needs --password-stdin (the password is read from standard input)')
       const password = (await io.readStdin()).replace(/\r?\n$/, '')
-      const problem = passwordPolicyProblem(password, o.username)
+      const problem = await passwordPolicyProblem(password, o.username)
       if (problem) throw new CliError(problem)
       const passwordHash = await new PasswordHasher(config.argon2).hash(password)
-      const user = await withDatabase(config, (db) => createUser(db, { username: o.username!, passwordHash, roles: list(o.roles) }))
+      const user = await withDatabase(config, async (db) => {
+        const created = await createUser(db, { username: o.username!, passwordHash, roles: list(o.roles) })
+        if (created && Object.keys(profile).length > 0) await updateUserProfile(db, created.username, profile)
+        return created && { ...created, profile: { ...created.profile, ...profile } }
+      })
       if (!user) throw new CliError(`user ${o.username} already exists`)
-      printJson(io, { id: user.id, username: user.username, roles: user.roles })
+      printJson(io, { id: user.id, username: user.username, roles: user.roles, ...describeProfile(user.profile) })
+      return 0
+    }
+    case 'update': {
+      const o = parseCommand('users update', rest)
+      if (!o.username) throw new CliError('users update needs --username')
+      const v = o['email-verified']
+      if (v !== undefined && v !== 'true' && v !== 'false') throw new CliError('--email-verified must be true or false')
+      const profile = profileOptions(o, v === undefined ? undefined : v === 'true')
+      if (Object.keys(profile).length === 0) throw new CliError('users update needs --name, --email or --email-verified')
+      // Profile claims are read from the database on every request: nothing cached to wait for.
+      const found = await withDatabase(config, (db) => updateUserProfile(db, o.username!, profile))
+      if (!found) throw new CliError(`no user ${o.username}`)
+      printJson(io, { username: o.username.toLowerCase(), updated: Object.keys(profile).map((k) => (k === 'emailVerified' ? 'email_verified' : k)) })
       return 0
     }
     case 'list': {
-      parseOptions(rest, {})
+      const o = parseCommand('users list', rest)
       const users = await withDatabase(config, listUsers)
-      printJson(io, users.map((u) => ({ id: u.id, username: u.username, roles: u.roles, disabled: u.disabled, created_at: u.createdAt })))
+      printList(io, users.map((u) => ({ id: u.id, username: u.username, roles: u.roles, ...describeProfile(u.profile), disabled: u.disabled, created_at: u.createdAt })), o.format)
       return 0
     }
     case 'disable': {
-      const o = parseOptions(rest, { username: { type: 'string' } })
+      const o = parseCommand('users disable', rest)
       if (!o.username) throw new CliError('users disable needs --username')
-      const found = await withDatabase(config, (db) => disableUser(db, o.username!, CLI_CONTEXT))
+      const { result: found, propagation } = await withChange(config, io, (db) => disableUser(db, o.username!, CLI_CONTEXT), (found) => !found)
       if (!found) throw new CliError(`no user ${o.username}`)
-      printJson(io, { username: o.username.toLowerCase(), disabled: true })
+      printJson(io, { username: o.username.toLowerCase(), disabled: true, propagation })
       return 0
     }
     default:
-      throw new CliError('usage: tessera users create|list|disable')
+      throw new CliError('usage: tessera users create|update|list|disable')
   }
+}
+
+function describeProfile(p: UserProfile) {
+  return { name: p.name, email: p.email, email_verified: p.emailVerified }
 }

@@ -6,7 +6,8 @@ import { allAllowedOrigins, findClient } from './clients.store.js'
 
 /**
  * Per-instance client cache. Entries live `ttlSeconds` by the injected clock, so a change made on
- * any instance (secret, grants, disable) is seen everywhere within that bound.
+ * any instance (secret, grants, disable) is seen everywhere within that bound; sooner when the
+ * change is announced (propagation/change-sync.ts calls `forget`).
  */
 export class ClientCache {
   private readonly byId: TtlCache<string, Client | undefined>
@@ -19,6 +20,18 @@ export class ClientCache {
 
   get(id: string): Promise<Client | undefined> {
     return this.byId.get(id)
+  }
+
+  /** Drops one client (it changed): the next request reads it again. */
+  forget(id: string): void {
+    this.byId.delete(id)
+    this.origins.clear()
+  }
+
+  /** Drops every client (changes may have been missed). */
+  clear(): void {
+    this.byId.clear()
+    this.origins.clear()
   }
 
   /** Whether some enabled client lists `origin` (CORS). */

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { SigningAlg } from '../config.js'
 import { OAuthError } from '../errors.js'
 import type { GrantType } from '../grants/grant-types.js'
 
@@ -14,6 +15,20 @@ export interface Client {
   audience: string[]
   refreshDelivery: 'body' | 'cookie'
   allowedOrigins: string[]
+  /** The key line its ID tokens are signed with (OIDC Dynamic Client Registration §2; RS256 by default). */
+  idTokenSignedResponseAlg: SigningAlg
+  /** Requests per second at /token on each instance; null = CLIENT_RATE_LIMIT_PER_SECOND, 0 = no limit. */
+  rateLimitPerSecond: number | null
+  /** Registered redirect URIs, compared as exact strings (RFC 9700 §2.1). */
+  redirectUris: string[]
+  /** Where RP-initiated logout may send the browser back to (exact strings). */
+  postLogoutRedirectUris: string[]
+  /** First-party clients skip the consent page. */
+  firstParty: boolean
+  /** OIDC Back-Channel Logout 1.0: where logout tokens are POSTed, if anywhere. */
+  backchannelLogoutUri: string | null
+  /** RFC 9126 §5: this client's authorization requests must be pushed (`/par`). */
+  requirePushedAuthorizationRequests: boolean
   disabled: boolean
   createdAt: Date
 }
@@ -27,6 +42,15 @@ export interface NewClient {
   audience?: string[]
   refreshDelivery?: 'body' | 'cookie'
   allowedOrigins?: string[]
+  /** RS256 when absent. */
+  idTokenSignedResponseAlg?: SigningAlg
+  /** Its own /token rate (requests per second per instance); null or absent = the default, 0 = no limit. */
+  rateLimitPerSecond?: number | null
+  redirectUris?: string[]
+  postLogoutRedirectUris?: string[]
+  firstParty?: boolean
+  backchannelLogoutUri?: string | null
+  requirePushedAuthorizationRequests?: boolean
   id?: string
 }
 

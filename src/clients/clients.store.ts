@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { sql } from 'kysely'
+import { ID_TOKEN_DEFAULT_ALG, type SigningAlg } from '../config.js'
 import type { ClientRow, Executor, Trx } from '../db/schema.js'
 import type { GrantType } from '../grants/grant-types.js'
 import { newClientSecret, type Client, type NewClient } from './client.js'
@@ -15,6 +16,13 @@ function toClient(row: ClientRow): Client {
     audience: row.audience,
     refreshDelivery: row.refresh_delivery,
     allowedOrigins: row.allowed_origins,
+    idTokenSignedResponseAlg: row.id_token_signed_response_alg as SigningAlg,
+    rateLimitPerSecond: row.rate_limit_per_second,
+    redirectUris: row.redirect_uris,
+    postLogoutRedirectUris: row.post_logout_redirect_uris,
+    firstParty: row.first_party,
+    backchannelLogoutUri: row.backchannel_logout_uri,
+    requirePushedAuthorizationRequests: row.require_pushed_authorization_requests,
     disabled: row.disabled_at !== null,
     createdAt: row.created_at,
   }
@@ -35,6 +43,13 @@ export async function createClient(db: Executor, input: NewClient): Promise<{ cl
       audience: input.audience ?? [],
       refresh_delivery: input.refreshDelivery ?? (input.isPublic && (input.allowedOrigins?.length ?? 0) > 0 ? 'cookie' : 'body'),
       allowed_origins: input.allowedOrigins ?? [],
+      id_token_signed_response_alg: input.idTokenSignedResponseAlg ?? ID_TOKEN_DEFAULT_ALG,
+      rate_limit_per_second: input.rateLimitPerSecond ?? null,
+      redirect_uris: input.redirectUris ?? [],
+      post_logout_redirect_uris: input.postLogoutRedirectUris ?? [],
+      first_party: input.firstParty ?? false,
+      backchannel_logout_uri: input.backchannelLogoutUri ?? null,
+      require_pushed_authorization_requests: input.requirePushedAuthorizationRequests ?? false,
     })
     .returningAll()
     .executeTakeFirstOrThrow()
@@ -63,6 +78,12 @@ export async function markClientDisabled(trx: Trx, id: string): Promise<{ change
     // now() is the transaction's start: equal only when this statement set it.
     .returning(sql<boolean>`disabled_at = now()`.as('changed'))
     .executeTakeFirst()
+}
+
+/** How many enabled clients sign their ID tokens with `alg`. */
+export async function clientsWithIdTokenAlg(db: Executor, alg: string): Promise<number> {
+  const row = await db.selectFrom('client').select((eb) => eb.fn.countAll<string>().as('n')).where('id_token_signed_response_alg', '=', alg).where('disabled_at', 'is', null).executeTakeFirstOrThrow()
+  return Number(row.n)
 }
 
 /** Every origin any enabled client allows, for CORS preflights. */

@@ -7,7 +7,8 @@ import { markClientDisabled } from './clients.store.js'
 /**
  * Disables a client and revokes every one of its refresh-token families, audited, in one
  * transaction; false when there is no such client. Its access tokens and client authentication
- * are refused by each instance once its client cache entry expires (`CACHE_REFRESH_SECONDS`).
+ * are refused by every instance as soon as it applies the change (README "Changes reach every
+ * instance"; at the latest when its client cache entry expires, `CACHE_REFRESH_SECONDS`).
  * Disabling again writes no second `client.disabled` event.
  */
 export async function disableClient(db: Db, clientId: string, ctx: AuditContext): Promise<boolean> {

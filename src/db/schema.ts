@@ -11,6 +11,9 @@ export interface AppUserTable {
   disabled_at: Timestamp | null
   created_at: Generated<Date>
   updated_at: Generated<Date>
+  name: string | null
+  email: string | null
+  email_verified: Generated<boolean>
 }
 
 export interface ClientTable {
@@ -22,6 +25,14 @@ export interface ClientTable {
   audience: ColumnType<string[], string[] | undefined, string[]>
   refresh_delivery: 'body' | 'cookie'
   allowed_origins: ColumnType<string[], string[] | undefined, string[]>
+  id_token_signed_response_alg: ColumnType<string, string | undefined, string>
+  /** /token requests per second per instance; null = the configured default, 0 = no limit (migration 0013). */
+  rate_limit_per_second: ColumnType<number | null, number | null | undefined, number | null>
+  redirect_uris: ColumnType<string[], string[] | undefined, string[]>
+  post_logout_redirect_uris: ColumnType<string[], string[] | undefined, string[]>
+  first_party: Generated<boolean>
+  backchannel_logout_uri: string | null
+  require_pushed_authorization_requests: Generated<boolean>
   disabled_at: Timestamp | null
   created_at: Generated<Date>
   updated_at: Generated<Date>
@@ -40,6 +51,8 @@ export interface RefreshTokenFamilyTable {
   last_user_agent: string | null
   revoked_at: Timestamp | null
   revoked_reason: string | null
+  /** The SSO session the family was issued under (authorization-code flow), if any. */
+  sso_session_id: string | null
 }
 
 export interface RefreshTokenTable {
@@ -82,6 +95,15 @@ export interface RevokedAccessTokenTable {
   revoked_at: Generated<Date>
 }
 
+/** Password-check failure counters (migration 0013; README "Brute force and abuse"). */
+export interface LoginThrottleTable {
+  kind: 'account' | 'address' | 'address_account'
+  subject: string
+  failures: number
+  last_failure_at: Timestamp
+  blocked_until: Timestamp | null
+}
+
 export interface AuditEventTable {
   id: Generated<string>
   at: Generated<Date>
@@ -94,6 +116,96 @@ export interface AuditEventTable {
   detail: JsonObject
 }
 
+/** The single row whose version every change that instances cache bumps (migration 0012). */
+export interface ChangeVersionTable {
+  id: Generated<boolean>
+  /** bigint, read as text */
+  version: ColumnType<string, never, never>
+  xact: ColumnType<string | null, never, never>
+}
+
+/** What one change touched: a signing key (`keys`, subject = kid), a client or a user. */
+export interface ChangeEventTable {
+  version: ColumnType<string, never, never>
+  kind: 'keys' | 'client' | 'user'
+  subject: string
+  at: Generated<Date>
+}
+
+/** One running instance: who it is and what it has applied, refreshed about every second. */
+export interface InstanceHeartbeatTable {
+  instance_id: string
+  host: string
+  pid: number
+  started_at: Generated<Date>
+  heartbeat_at: Generated<Date>
+  /** bigint: every change up to this version is applied. */
+  change_version: ColumnType<string, string, string>
+  key_set_version: string
+  applied_at: Generated<Date>
+}
+
+/** An SSO session (migration 0020): the browser's cookie is stored as its SHA-256 only. */
+export interface SsoSessionTable {
+  id: Generated<string>
+  token_hash: Uint8Array
+  user_id: string
+  auth_time: Timestamp
+  created_at: Generated<Date>
+  last_seen_at: Generated<Date>
+  idle_expires_at: Timestamp
+  expires_at: Timestamp
+  ip: string | null
+  user_agent: string | null
+  revoked_at: Timestamp | null
+  revoked_reason: string | null
+}
+
+export interface SsoSessionClientTable {
+  session_id: string
+  client_id: string
+  first_at: Generated<Date>
+}
+
+export interface ConsentTable {
+  user_id: string
+  client_id: string
+  scopes: string[]
+  granted_at: Generated<Date>
+}
+
+export interface AuthorizationRequestTable {
+  id: string
+  client_id: string
+  params: JsonObject
+  pushed: Generated<boolean>
+  browser_hash: Uint8Array | null
+  csrf_token: string | null
+  user_id: string | null
+  session_id: string | null
+  created_at: Generated<Date>
+  expires_at: Timestamp
+  used_at: Timestamp | null
+}
+
+export interface AuthorizationCodeTable {
+  code_hash: Uint8Array
+  client_id: string
+  user_id: string
+  session_id: string
+  redirect_uri: string
+  code_challenge: string
+  nonce: string | null
+  scope: string
+  auth_time: Timestamp
+  created_at: Generated<Date>
+  expires_at: Timestamp
+  used_at: Timestamp | null
+  family_id: string | null
+  access_token_jti: string | null
+  access_token_expires_at: Timestamp | null
+}
+
 /** The Kysely view of the schema that `migrations/` creates. */
 export interface Database {
   app_user: AppUserTable
@@ -103,6 +215,15 @@ export interface Database {
   signing_key: SigningKeyTable
   revoked_access_token: RevokedAccessTokenTable
   audit_event: AuditEventTable
+  change_version: ChangeVersionTable
+  change_event: ChangeEventTable
+  instance_heartbeat: InstanceHeartbeatTable
+  login_throttle: LoginThrottleTable
+  sso_session: SsoSessionTable
+  sso_session_client: SsoSessionClientTable
+  consent: ConsentTable
+  authorization_request: AuthorizationRequestTable
+  authorization_code: AuthorizationCodeTable
 }
 
 declare const database: unique symbol

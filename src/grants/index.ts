@@ -1,3 +1,4 @@
+import { authorizationCodeGrant } from './authorization-code.js'
 import { clientCredentialsGrant } from './client-credentials.js'
 import type { GrantType } from './grant-types.js'
 import { passwordGrant } from './password.js'
@@ -9,6 +10,7 @@ const GRANT_TABLE: Readonly<Record<GrantType, Grant>> = {
   client_credentials: clientCredentialsGrant,
   refresh_token: refreshTokenGrant,
   password: passwordGrant,
+  authorization_code: authorizationCodeGrant,
 }
 
 /** The grant for a `grant_type` parameter, or undefined for anything Tessera does not serve. */

@@ -13,7 +13,7 @@ export async function issueTokens(
   deps: GrantDeps,
   client: Client,
   scope: string[],
-  subject: { userId: string; username?: string; roles?: string[]; authTime: Date; sessionId?: string } | undefined,
+  subject: { userId: string; username?: string; roles?: string[]; authTime: Date; sessionId?: string; idToken?: { sid: string; nonce: string | undefined; claims: Record<string, unknown> } } | undefined,
   refresh?: { token: string; familyExpiresAt: Date },
 ): Promise<TokenResponse> {
   const { issuer } = deps
@@ -32,9 +32,11 @@ export async function issueTokens(
       subject: subject.userId,
       clientId: client.id,
       authTime: subject.authTime,
-      sessionId: subject.sessionId,
+      // The authorization-code flow: the SSO session's sid, the nonce, at_hash and profile claims.
+      sessionId: subject.idToken?.sid ?? subject.sessionId,
       username: subject.username,
-    }, now)
+      ...(subject.idToken ? { nonce: subject.idToken.nonce, accessToken: at.token, claims: subject.idToken.claims } : {}),
+    }, now, client.idTokenSignedResponseAlg)
   }
   if (refresh) response.refresh = refresh
   return response

@@ -10,7 +10,7 @@ export async function passwordLogin(deps: GrantDeps, client: Client, username: s
   if (!client.grantTypes.includes('password')) throw new OAuthError('unauthorized_client', 'this client may not log users in with a password')
   const scope = grantScope(parseScope(rawScope), client.scopes)
   const user = await deps.users.authenticate(client.id, username, password, deps.ctx)
-  deps.issuer.ensureCanSign() // 503 before any write if nothing can sign
+  deps.issuer.ensureCanSign(scope.includes('openid') ? client.idTokenSignedResponseAlg : undefined) // 503 before any write if a line it needs cannot sign
   let refresh: { token: string; familyExpiresAt: Date } | undefined
   let sessionId: string | undefined
   let authTime = new Date(deps.clock.nowSeconds() * 1000)

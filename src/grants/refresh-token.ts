@@ -11,8 +11,9 @@ import { requireParam } from './types.js'
  */
 export const refreshTokenGrant: Grant = async (params, client, deps) => {
   const presented = requireParam(params, 'refresh_token')
-  // Fail before the token is spent if nothing can sign the answer (503, the token stays good).
-  deps.issuer.ensureCanSign()
+  // Fail before the token is spent if a line the answer may need cannot sign (503, the token stays
+  // good): the ID-token line only for a client that may hold `openid`.
+  deps.issuer.ensureCanSign(client.scopes.includes('openid') ? client.idTokenSignedResponseAlg : undefined)
   const requested = parseScope(params.scope)
   const outcome = await deps.refreshTokens.rotate(presented, { clientId: client.id, scope: requested }, deps.ctx)
   if (outcome.kind === 'invalid_scope') throw new OAuthError('invalid_scope', 'the requested scope exceeds the granted scope')
@@ -29,5 +30,5 @@ export const refreshTokenGrant: Grant = async (params, client, deps) => {
   const { family, user } = outcome
   // The client may have lost scopes since the family was created (SECURITY #60).
   const scope = (requested ?? family.scope.split(' ').filter((s) => s !== '')).filter((s) => client.scopes.includes(s))
-  return issueTokens(deps, client, scope, { userId: family.userId, username: user.username, roles: user.roles, authTime: family.authTime, sessionId: family.id }, { token: outcome.refreshToken, familyExpiresAt: family.expiresAt })
+  return issueTokens(deps, client, scope, { userId: family.userId, username: user.username, roles: user.roles, authTime: family.authTime, sessionId: family.id, ...(family.ssoSessionId ? { idToken: { sid: family.ssoSessionId, nonce: undefined, claims: {} } } : {}) }, { token: outcome.refreshToken, familyExpiresAt: family.expiresAt })
 }

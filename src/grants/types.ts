@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js'
 import type { RefreshTokens } from '../tokens/refresh-tokens.js'
 import type { TokenIssuer } from '../tokens/token-issuer.js'
 import type { UserLogin } from '../users/user-login.js'
+import type { AuthorizationCodes } from '../authorization/authorization-codes.js'
 
 /** Parameters of a token request, each present at most once (duplicates are refused earlier). */
 export type TokenParams = Readonly<Record<string, string>>
@@ -29,6 +30,8 @@ export interface GrantDeps {
   readonly refreshTokens: RefreshTokens
   /** Password checks. */
   readonly users: UserLogin
+  /** Authorization codes: redeem one (RFC 6749 §4.1.3). */
+  readonly codes: AuthorizationCodes
   /** Counters; call them only once the work committed. */
   readonly metrics: Pick<Metrics, 'refreshEvent'>
   /** Token timestamps (expiry decisions use the database clock). */

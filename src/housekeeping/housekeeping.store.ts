@@ -46,7 +46,7 @@ export async function deleteDeadFamilies(trx: Trx, retentionSeconds: number, lim
  * One batch of a table whose rows die by age: up to `limit` rows matching `dead`, oldest first,
  * skipping rows another instance has locked (so instances never wait on each other).
  */
-async function deleteOldest(db: Executor, table: 'revoked_access_token' | 'audit_event', key: 'jti' | 'id', age: 'expires_at' | 'at', dead: RawBuilder<boolean>, limit: number): Promise<number> {
+async function deleteOldest(db: Executor, table: 'revoked_access_token' | 'audit_event' | 'authorization_request' | 'authorization_code' | 'sso_session', key: 'jti' | 'id' | 'code_hash', age: 'expires_at' | 'at', dead: RawBuilder<boolean>, limit: number): Promise<number> {
   const r = await sql`
     delete from ${sql.table(table)}
      where ${sql.ref(key)} in (select ${sql.ref(key)} from ${sql.table(table)}
@@ -64,4 +64,19 @@ export function deleteExpiredDenylist(db: Executor, limit: number): Promise<numb
 /** One batch of audit events older than `days` days. */
 export function deleteOldAuditEvents(db: Executor, days: number, limit: number): Promise<number> {
   return deleteOldest(db, 'audit_event', 'id', 'at', sql<boolean>`at < now() - make_interval(days => ${days})`, limit)
+}
+
+/** One batch of pending and pushed authorization requests past their lifetime (used or not). */
+export function deleteExpiredAuthorizationRequests(db: Executor, limit: number): Promise<number> {
+  return deleteOldest(db, 'authorization_request', 'id', 'expires_at', sql<boolean>`expires_at < now()`, limit)
+}
+
+/** One batch of authorization codes past their lifetime; kept a while so a late replay is still recognised as reuse. */
+export function deleteExpiredAuthorizationCodes(db: Executor, retentionSeconds: number, limit: number): Promise<number> {
+  return deleteOldest(db, 'authorization_code', 'code_hash', 'expires_at', sql<boolean>`expires_at < now() - make_interval(secs => ${retentionSeconds})`, limit)
+}
+
+/** One batch of SSO sessions that ended (revoked, or past their absolute expiry) longer than `retentionSeconds` ago. */
+export function deleteDeadSsoSessions(db: Executor, retentionSeconds: number, limit: number): Promise<number> {
+  return deleteOldest(db, 'sso_session', 'id', 'expires_at', sql<boolean>`coalesce(least(revoked_at, expires_at, idle_expires_at), expires_at) < now() - make_interval(secs => ${retentionSeconds})`, limit)
 }

@@ -4,7 +4,8 @@ import type { Config } from '../config.js'
 import type { Db } from '../db/schema.js'
 import type { JobDefinition } from '../jobs.js'
 import type { HousekeepingTable, Metrics } from '../metrics.js'
-import { deleteDeadFamilies, deleteExpiredDenylist, deleteOldAuditEvents } from './housekeeping.store.js'
+import { deleteQuietThrottles } from '../throttle/login-throttle.store.js'
+import { deleteDeadFamilies, deleteDeadSsoSessions, deleteExpiredAuthorizationCodes, deleteExpiredAuthorizationRequests, deleteExpiredDenylist, deleteOldAuditEvents } from './housekeeping.store.js'
 
 export { DENYLIST_SKEW_SECONDS } from './housekeeping.store.js'
 
@@ -22,6 +23,8 @@ export interface HousekeepingSettings {
   auditRetentionDays: number
   /** At most this many rows per table in one batch (one short transaction). */
   batchSize: number
+  /** Password-check counters quiet (and unlocked) this long go (LOGIN_FAILURE_MEMORY_SECONDS). */
+  throttleMemorySeconds?: number | undefined
 }
 
 /** How long one run may go on. */
@@ -40,7 +43,7 @@ export type DeletedRows = Record<HousekeepingTable, number>
 
 /** The housekeeping settings from the configuration. */
 export function housekeepingSettings(config: Config): HousekeepingSettings {
-  return { retentionSeconds: config.housekeepingRetentionSeconds, auditRetentionDays: config.auditRetentionDays, batchSize: config.housekeepingBatchSize }
+  return { retentionSeconds: config.housekeepingRetentionSeconds, auditRetentionDays: config.auditRetentionDays, batchSize: config.housekeepingBatchSize, throttleMemorySeconds: config.loginThrottle.memorySeconds }
 }
 
 /**
@@ -49,7 +52,7 @@ export function housekeepingSettings(config: Config): HousekeepingSettings {
  * wait on each other and never delete the same row; each batch is its own short transaction.
  */
 export async function runHousekeeping(db: Db, settings: HousekeepingSettings, limits: RunLimits = {}): Promise<DeletedRows> {
-  const deleted: DeletedRows = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0 }
+  const deleted: DeletedRows = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0, login_throttle: 0, authorization_request: 0, authorization_code: 0, sso_session: 0 }
   const count = (table: HousekeepingTable, rows: number) => {
     if (rows === 0) return
     deleted[table] += rows
@@ -70,10 +73,30 @@ export async function runHousekeeping(db: Db, settings: HousekeepingSettings, li
       return r === n ? r : 0 // a short batch took the last ones
     },
   ]
+  // --- authorization-code flow (issue 13): requests, codes and SSO sessions past their life.
+  const batch = (table: HousekeepingTable, run: () => Promise<number>) => async () => {
+    const r = await run()
+    count(table, r)
+    return r === n ? r : 0
+  }
+  tasks.push(
+    batch('authorization_request', () => deleteExpiredAuthorizationRequests(db, n)),
+    batch('authorization_code', () => deleteExpiredAuthorizationCodes(db, settings.retentionSeconds, n)),
+    batch('sso_session', () => deleteDeadSsoSessions(db, settings.retentionSeconds, n)),
+  )
+  // ---
   if (settings.auditRetentionDays > 0) {
     tasks.push(async () => {
       const r = await deleteOldAuditEvents(db, settings.auditRetentionDays, n)
       count('audit_event', r)
+      return r === n ? r : 0
+    })
+  }
+  const memory = settings.throttleMemorySeconds
+  if (memory !== undefined) {
+    tasks.push(async () => {
+      const r = await deleteQuietThrottles(db, memory, n)
+      count('login_throttle', r)
       return r === n ? r : 0
     })
   }

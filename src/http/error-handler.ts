@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
 import { InputError, isDatabaseUnavailable, OAuthError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
+import { SHED_DETAIL } from '../users/passwords.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,11 +17,14 @@ export function toOAuthError(err: unknown): OAuthError {
   if (isDatabaseUnavailable(err)) return new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'database unavailable')
   const fe = err as Partial<FastifyError> & { validation?: unknown }
   if (fe.validation) return new OAuthError('invalid_request', `invalid request: ${fe.message ?? 'bad input'}`)
+  // RFC 6749 §5.2 has no code for these: the body says invalid_request. A content type that no
+  // parser takes is a 400 like any other malformed request (not 415), so that every refusal of a
+  // body at the OAuth endpoints is the same RFC 6749 §5.2 answer.
   switch (fe.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new OAuthError('payload_too_large', 'the request body is too large')
+      return new OAuthError('invalid_request', 'the request body is too large').withStatus(413)
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new OAuthError('unsupported_media_type', 'unsupported content type')
+      return new OAuthError('invalid_request', 'unsupported content type')
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
@@ -31,8 +35,9 @@ export function toOAuthError(err: unknown): OAuthError {
   // A date or time PostgreSQL cannot represent (out of range, malformed) came from the request.
   if (fe.code === '22007' || fe.code === '22008') return new OAuthError('invalid_request', 'the request contains an invalid date or time')
   if (fe.statusCode === 400) return new OAuthError('invalid_request', 'the request is malformed')
-  if (fe.statusCode === 413) return new OAuthError('payload_too_large', 'the request body is too large')
-  if (fe.statusCode === 415) return new OAuthError('unsupported_media_type', 'unsupported content type')
+  if (fe.statusCode === 414) return new OAuthError('invalid_request', 'the request URL is too long').withStatus(414)
+  if (fe.statusCode === 413) return new OAuthError('invalid_request', 'the request body is too large').withStatus(413)
+  if (fe.statusCode === 415) return new OAuthError('invalid_request', 'unsupported content type')
   return new OAuthError('server_error', 'internal server error')
 }
 
@@ -40,7 +45,7 @@ export function toOAuthError(err: unknown): OAuthError {
 export function sendError(reply: FastifyReply, e: OAuthError): FastifyReply {
   reply.server.metrics?.oauthError(e.code)
   reply.code(e.status).header('cache-control', 'no-store').header('pragma', 'no-cache')
-  if (e.status === 503) reply.header('retry-after', '5')
+  if (e.status === 503 || e.status === 429) reply.header('retry-after', String(e.retryAfterSeconds ?? 5))
   if (e.code === 'invalid_client' && e.authScheme === 'Basic') reply.header('www-authenticate', 'Basic realm="tessera", charset="UTF-8"')
   if (e.authScheme === 'Bearer') {
     // RFC 6750 §3: no error code when the request carried no token at all.
@@ -53,7 +58,8 @@ export function sendError(reply: FastifyReply, e: OAuthError): FastifyReply {
 export function registerErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err, req, reply) => {
     const e = toOAuthError(err)
-    if (e.status >= 500) {
+    // Shed load (a full argon2id queue) is the server working as designed: not logged as an error.
+    if (e.status >= 500 && e.detail !== SHED_DETAIL) {
       // Full detail in the log only; the original error is logged for server errors alone.
       req.log.error({ code: e.code, detail: e.detail, err: e.code === 'server_error' ? err : undefined }, 'request failed')
     } else {
@@ -61,5 +67,5 @@ export function registerErrorHandler(app: FastifyInstance): void {
     }
     return sendError(reply, e)
   })
-  app.setNotFoundHandler((req, reply) => sendError(reply, new OAuthError('not_found', 'no such endpoint')))
+  app.setNotFoundHandler((req, reply) => sendError(reply, new OAuthError('invalid_request', 'no such endpoint').withStatus(404)))
 }

@@ -1,16 +1,22 @@
 import type { FastifyInstance } from 'fastify'
 import { sql } from 'kysely'
 import type { Services } from '../services.js'
+import type { Readiness } from './readiness.js'
 
-/** Liveness (the process answers) and readiness (the database answers, keys are loaded). */
-export function healthRoute(app: FastifyInstance, s: Services, state: { draining: boolean }): void {
+/**
+ * Liveness (the process answers) and readiness (start-up is done, the database answers, keys are
+ * loaded). Both answer from the first moment the instance listens.
+ */
+export function healthRoute(app: FastifyInstance, s: Services, state: Readiness): void {
   app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }))
   app.get('/readyz', async (_req, reply) => {
     reply.header('cache-control', 'no-store')
     if (state.draining) return reply.code(503).send({ status: 'draining' })
+    // Start-up waits for the database, its schema and the keys; the reason holds no secret.
+    if (!state.ready) return reply.code(503).header('retry-after', '5').send({ status: 'starting', reason: state.reason })
     try {
       await sql`select 1`.execute(s.db)
-      s.keyring.activeSigner()
+      if (!s.keyring.canSign()) throw new Error('a key line cannot sign')
     } catch {
       return reply.code(503).header('retry-after', '5').send({ status: 'unavailable', reason: 'database or signing key not available' })
     }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { requireAllowedOrigin } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
+import { busyError } from '../users/passwords.js'
 import { passwordLogin } from '../grants/password.js'
 import { grantDeps, type Services } from '../services.js'
 import { authenticateClient } from './client-auth.js'
@@ -26,7 +27,14 @@ const bodySchema = {
 
 /** POST /login: first-party password login (JSON or form) → token response. */
 export function loginRoute(app: FastifyInstance, s: Services): void {
-  app.post('/login', { schema: { body: bodySchema } }, async (req, reply) => {
+  // Load shedding before the body is even parsed: a flood of logins costs as little as possible
+  // (the check itself reserves its place again, after client authentication).
+  const shedWhenSaturated = (_req: unknown, _reply: unknown, done: (err?: Error) => void) => {
+    if (!s.passwords.saturated()) return done()
+    s.metrics.passwordCheckShed()
+    done(busyError())
+  }
+  app.post('/login', { schema: { body: bodySchema }, onRequest: shedWhenSaturated }, async (req, reply) => {
     if (req.url.includes('?')) throw new OAuthError('invalid_request', 'credentials must be sent in the request body, not the URL')
     const body = req.body as Record<string, string>
     const params: Record<string, string> = { client_id: body.client_id! }

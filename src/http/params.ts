@@ -20,7 +20,7 @@ export function parseForm(body: string): Record<string, string> {
 export function registerFormParser(app: FastifyInstance): void {
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
     const charset = /;\s*charset=([^;]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.trim().replace(/"/g, '').toLowerCase()
-    if (charset && charset !== 'utf-8' && charset !== 'utf8') return done(new OAuthError('unsupported_media_type', 'only UTF-8 form bodies are accepted'), undefined)
+    if (charset && charset !== 'utf-8' && charset !== 'utf8') return done(new OAuthError('invalid_request', 'only UTF-8 form bodies are accepted'), undefined)
     try {
       done(null, parseForm(body as string))
     } catch (err) {
@@ -41,7 +41,8 @@ export function isForm(req: FastifyRequest): boolean {
 export function formParams(req: FastifyRequest): Record<string, string> {
   if (!isForm(req)) throw new OAuthError('invalid_request', 'the body must be application/x-www-form-urlencoded')
   if (req.url.includes('?')) throw new OAuthError('invalid_request', 'parameters must be sent in the request body, not the URL')
-  return req.body as Record<string, string>
+  // No body at all (a HEAD, or a POST with the header but nothing after it) is no parameters.
+  return (req.body ?? {}) as Record<string, string>
 }
 
 /** Client address and user agent, for audit and the family's "last used". */

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { requireAllowedOrigin } from '../clients/client.js'
+import { requireAllowedOrigin, type Client } from '../clients/client.js'
 import { OAuthError } from '../errors.js'
 import type { GrantType } from '../grants/grant-types.js'
 import { grantFor } from '../grants/index.js'
@@ -10,6 +10,16 @@ import { originOf } from './origin.js'
 import { formParams, requestContext } from './params.js'
 import { sendTokens } from './respond.js'
 
+/** The client's share of this instance (README "Brute force and abuse"): 429 + Retry-After beyond it. */
+function takeClientRate(s: Services, client: Client): void {
+  try {
+    s.clientRateLimit.take(client.id, client.rateLimitPerSecond)
+  } catch (err) {
+    s.metrics.clientRateLimited()
+    throw err
+  }
+}
+
 /** POST /token (RFC 6749 §3.2): authenticate the client, check the grant is allowed, run it. */
 export function tokenRoute(app: FastifyInstance, s: Services): void {
   app.post('/token', async (req, reply) => {
@@ -17,6 +27,7 @@ export function tokenRoute(app: FastifyInstance, s: Services): void {
     const grantType = params.grant_type
     if (grantType === undefined || grantType === '') throw new OAuthError('invalid_request', 'missing parameter: grant_type')
     const { client } = await authenticateClient(req, params, s.clients)
+    takeClientRate(s, client)
     const grant = grantFor(grantType)
     if (!grant) throw new OAuthError('unsupported_grant_type', `unsupported grant_type: ${grantType.slice(0, 64)}`)
     if (!client.grantTypes.includes(grantType as GrantType)) throw new OAuthError('unauthorized_client', `this client may not use ${grantType}`)

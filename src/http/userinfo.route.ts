@@ -4,6 +4,7 @@ import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
 import { liveTokenUser } from '../tokens/access-token-status.js'
 import { methodNotAllowed } from './not-allowed.js'
+import { profileClaims } from '../grants/profile-claims.js'
 
 /** GET/POST /userinfo (OIDC Core §5.3): claims of the token's user; needs the `openid` scope. */
 export function userinfoRoute(app: FastifyInstance, s: Services): void {
@@ -16,7 +17,9 @@ export function userinfoRoute(app: FastifyInstance, s: Services): void {
     // Revoked by /revoke, by logout, with its family on reuse detection, or its user or client disabled.
     const user = await liveTokenUser(s.db, s.clients, claims)
     if (!user) throw new OAuthError('invalid_token', 'the access token is invalid', 'revoked or no such user').withScheme('Bearer')
-    return { sub: user.id, preferred_username: user.username, ...(user.roles.length > 0 ? { roles: user.roles } : {}) }
+    // OIDC Core §5.4: profile claims by the token's scope.
+    const extra = profileClaims({ name: user.name, email: user.email, emailVerified: user.email_verified }, (claims.scope ?? '').split(' '))
+    return { sub: user.id, preferred_username: user.username, ...extra, ...(user.roles.length > 0 ? { roles: user.roles } : {}) }
   }
   app.get('/userinfo', async (req, reply) => reply.header('cache-control', 'no-store').send(await handler(req)))
   app.post('/userinfo', async (req, reply) => reply.header('cache-control', 'no-store').send(await handler(req)))

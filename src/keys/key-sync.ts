@@ -26,7 +26,7 @@ export interface KeySyncOptions {
  */
 export function keySyncJob(o: KeySyncOptions): JobDefinition {
   const { keyring, clock } = o
-  let blocked: string | undefined
+  let blocked = ''
   return {
     name: 'key_sync',
     delayMs: () => o.tickMs ?? 1000,
@@ -38,10 +38,12 @@ export function keySyncJob(o: KeySyncOptions): JobDefinition {
       if (version !== keyring.version || clock.nowMs() - keyring.loadedAtMs >= o.refreshSeconds * 1000) await keyring.reload()
       if (o.schedule === false || !keyring.scheduleDue()) return
       const result = await runKeySchedule(o.db, { keks: keyring.keks, policy: keyring.policy, nowMs: clock.nowMs() })
-      if (result.blocked !== undefined && result.blocked !== blocked) {
-        o.log.error({ kid: result.blocked }, 'cannot decrypt the pending signing key that is due to activate (wrong KEY_ENCRYPTION_KEY?); the active key keeps signing')
+      // Logged once per blocked set, not every tick.
+      const nowBlocked = result.blocked.join(',')
+      if (nowBlocked !== '' && nowBlocked !== blocked) {
+        o.log.error({ kids: result.blocked }, 'cannot decrypt a pending signing key that is due to activate (wrong KEY_ENCRYPTION_KEY?); the active key of its line keeps signing')
       }
-      blocked = result.blocked
+      blocked = nowBlocked
       if (changed(result)) {
         o.log.info({ activated: result.activated, retired: result.retired, removed: result.removed, published: result.published }, 'signing key schedule step')
         await keyring.reload()

@@ -1,7 +1,7 @@
 // The operator view of signing keys and of every key operation's result: one JSON shape, shared
 // by the CLI (`tessera keys …`) and the admin API (`/admin/keys…`). Never key material.
 import type { KeyListRow } from './keys.store.js'
-import type { RevokeResult, ScheduledRotation } from './lifecycle.js'
+import type { RetiredLine, RevokeResult, ScheduledRotation } from './lifecycle.js'
 
 /** A key's state and dates; a date that does not apply to its state is null. */
 export function keyInfoJson(k: KeyListRow) {
@@ -28,12 +28,12 @@ export function rotatedJson(r: { kid: string; alg: string; retired: string[]; pr
 
 /** `keys rotate` (scheduled). */
 export function scheduledJson(r: ScheduledRotation) {
-  return { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created, ...(r.withdrawn ? { withdrawn: r.withdrawn } : {}) }
+  return { kid: r.kid, alg: r.alg, state: r.state, activate_at: r.activateAt, created: r.created }
 }
 
 /** `keys revoke` of a key that exists. */
 export function revokedJson(kid: string, r: RevokeResult) {
-  return { kid, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null, successor_prepublished: r.successorPrepublished ?? null }
+  return { kid, alg: r.alg ?? null, state: 'revoked', already_revoked: !r.revoked, successor: r.successor ?? null, successor_prepublished: r.successorPrepublished ?? null }
 }
 
 /** `keys import`. */
@@ -44,4 +44,9 @@ export function importedJson(r: { kid: string; alg: string; state: string; retir
 /** `keys rewrap`. */
 export function rewrappedJson(r: { kekId: string; rewrapped: string[]; unchanged: number; failed: string[] }) {
   return { kek_id: r.kekId, rewrapped: r.rewrapped, unchanged: r.unchanged, failed: r.failed }
+}
+
+/** `keys retire-line`. */
+export function retiredLineJson(r: RetiredLine) {
+  return { alg: r.alg, retired: r.retired, withdrawn: r.withdrawn }
 }

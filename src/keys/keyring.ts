@@ -33,13 +33,16 @@ export interface KeyringOptions {
 }
 
 /**
- * An instance's in-memory view of the published signing keys: the signer, the verification keys
+ * An instance's in-memory view of the published signing keys: a signer per line, the verification keys
  * by kid (algorithm pinned), the serialised JWKS and the schedule's next dates. It is loaded from
  * the database by `reload()`; the key-sync job (key-sync.ts) decides when.
  */
 export class Keyring {
   private byKid = new Map<string, VerificationKey>()
-  private signer: Signer | undefined
+  /** The signer of each line (algorithm) whose active key this instance can open. */
+  private signers = new Map<string, Signer>()
+  /** Lines with an active key (whether or not this instance can open it). */
+  private activeLines: string[] = []
   private jwks: JwksDocument = jwksDocument([])
   private fingerprint = ''
   private nextChange = Infinity
@@ -105,15 +108,15 @@ export class Keyring {
     this.nextStep = nextScheduleStep(rows, policy)
     this.loadedVersion = version
     const fingerprint = rows.map((r) => `${r.kid}:${r.state}:${r.activate_at?.getTime() ?? ''}`).join(',')
-    if (fingerprint === this.fingerprint && this.signer) return
+    if (fingerprint === this.fingerprint) return
     const byKid = new Map<string, VerificationKey>()
-    let signer: Signer | undefined
+    const signers = new Map<string, Signer>()
     for (const row of rows) {
       const publicJwk = row.public_jwk as unknown as JWK
       byKid.set(row.kid, { alg: row.alg, state: row.state, key: (await importJWK(publicJwk, row.alg)) as Key, activateAt: activationTime(row, policy) })
       if (row.state === 'active') {
         try {
-          signer = { kid: row.kid, alg: row.alg, key: (await importJWK(openPrivateJwk(this.keks, row), row.alg)) as Key }
+          signers.set(row.alg, { kid: row.kid, alg: row.alg, key: (await importJWK(openPrivateJwk(this.keks, row), row.alg)) as Key })
         } catch {
           // Wrong KEK or tampered ciphertext: this key cannot sign; say so without any key material.
           this.opts.log?.error({ kid: row.kid, kekId: row.kek_id }, 'cannot decrypt the active signing key (wrong KEY_ENCRYPTION_KEY or tampered row)')
@@ -123,7 +126,8 @@ export class Keyring {
     // JWKS: RFC 7517, public members only; pending, active and retired keys.
     this.jwks = jwksDocument(rows.map((r) => r.public_jwk as unknown as JWK))
     this.byKid = byKid
-    this.signer = signer
+    this.signers = signers
+    this.activeLines = rows.filter((r) => r.state === 'active').map((r) => r.alg)
     this.fingerprint = fingerprint
   }
 
@@ -132,14 +136,24 @@ export class Keyring {
     return this.nextStep <= this.opts.clock.nowMs()
   }
 
-  /** The active key; `temporarily_unavailable` when none can sign (misconfigured KEK). */
-  activeSigner(): Signer {
-    if (!this.signer) throw new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', 'no usable signing key')
-    return this.signer
+  /**
+   * The active key of line `alg` (default: the access-token line); `temporarily_unavailable` when
+   * it cannot sign (no active key on that line, or a KEK that does not open it).
+   */
+  activeSigner(alg: string = this.opts.policy.alg): Signer {
+    const signer = this.signers.get(alg)
+    if (!signer) throw new OAuthError('temporarily_unavailable', 'the service is temporarily unavailable, retry later', `no usable signing key on the ${alg} line`)
+    return signer
   }
 
+  /** Whether every configured line (the access-token line and RS256) has a key this instance can sign with. */
   canSign(): boolean {
-    return this.signer !== undefined
+    return this.opts.policy.lines.every((alg) => this.signers.has(alg))
+  }
+
+  /** The configured lines this instance cannot sign with (for start-up and readiness messages). */
+  unusableLines(): string[] {
+    return this.opts.policy.lines.filter((alg) => !this.signers.has(alg))
   }
 
   jwksDocument(): JwksDocument {
@@ -154,9 +168,9 @@ export class Keyring {
     return jwksMaxAge(this.nextChange, this.opts.clock.nowMs(), this.opts.policy)
   }
 
-  /** Algorithms of the published keys, for discovery. */
+  /** The algorithms that have an active key (discovery's `id_token_signing_alg_values_supported`). */
   algorithms(): string[] {
-    return [...new Set([...this.byKid.values()].map((k) => k.alg))]
+    return [...new Set(this.activeLines)].sort()
   }
 
   /**

@@ -45,9 +45,9 @@ export async function findKey(db: Executor, kid: string): Promise<{ kid: string;
   return db.selectFrom('signing_key').select(['kid', 'state', 'alg']).where('kid', '=', kid).executeTakeFirst()
 }
 
-/** The key in `state` (there is at most one pending and one active key). */
-export async function findKeyIn(db: Executor, state: 'pending' | 'active'): Promise<Pick<SigningKeyRow, 'kid' | 'alg' | 'created_at' | 'activate_at' | 'kek_id' | 'private_key_enc'> | undefined> {
-  return db.selectFrom('signing_key').select(['kid', 'alg', 'created_at', 'activate_at', 'kek_id', 'private_key_enc']).where('state', '=', state).executeTakeFirst()
+/** A line's key in `state` (each line, one per algorithm, has at most one pending and one active key). */
+export async function findKeyIn(db: Executor, state: 'pending' | 'active', alg: string): Promise<Pick<SigningKeyRow, 'kid' | 'alg' | 'created_at' | 'activate_at' | 'kek_id' | 'private_key_enc'> | undefined> {
+  return db.selectFrom('signing_key').select(['kid', 'alg', 'created_at', 'activate_at', 'kek_id', 'private_key_enc']).where('state', '=', state).where('alg', '=', alg).executeTakeFirst()
 }
 
 /** Stores a key in `state` at `at`; only pending and active keys keep their private part. */
@@ -70,12 +70,13 @@ export async function insertKey(trx: Trx, key: PreparedKey, state: KeyState, at:
     .execute()
 }
 
-/** Retires the active key (it stays published until `removeAt`); returns its kid, if there was one. */
-export async function retireActiveKey(trx: Trx, at: Date, removeAt: Date): Promise<string[]> {
+/** Retires a line's active key (it stays published until `removeAt`); returns its kid, if there was one. */
+export async function retireActiveKey(trx: Trx, alg: string, at: Date, removeAt: Date): Promise<string[]> {
   const rows = await trx
     .updateTable('signing_key')
     .set({ state: 'retired', retired_at: at, remove_at: removeAt, private_key_enc: DESTROYED, version: NEXT_VERSION })
     .where('state', '=', 'active')
+    .where('alg', '=', alg)
     .returning('kid')
     .execute()
   return rows.map((r) => r.kid)

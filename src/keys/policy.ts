@@ -1,4 +1,4 @@
-import type { Config, SigningAlg } from '../config.js'
+import { ID_TOKEN_DEFAULT_ALG, type Config, type SigningAlg } from '../config.js'
 
 /**
  * The timing rules of the signing-key schedule, all in seconds, derived from the configuration
@@ -9,7 +9,14 @@ import type { Config, SigningAlg } from '../config.js'
  *   lifetime, plus the same cache, propagation and skew allowances.
  */
 export interface KeyPolicy {
+  /** The access-token line: the algorithm access tokens are signed with (SIGNING_ALG). */
   readonly alg: SigningAlg
+  /**
+   * The key lines this configuration needs, one per algorithm: the access-token line and RS256,
+   * the default ID-token algorithm (OIDC Core §15.1). The schedule also keeps every other line
+   * that has an active key in the database (created by `keys rotate --alg`, or an import).
+   */
+  readonly lines: readonly SigningAlg[]
   /** 0 = no scheduled rotation. */
   readonly rotationIntervalSeconds: number
   readonly publishLeadSeconds: number
@@ -25,6 +32,7 @@ export function keyPolicy(config: Config): KeyPolicy {
   const longestToken = config.accessTokenTtlSeconds
   return {
     alg: config.signingAlg,
+    lines: [...new Set<SigningAlg>([config.signingAlg, ID_TOKEN_DEFAULT_ALG])],
     rotationIntervalSeconds: config.keyRotationIntervalSeconds,
     publishLeadSeconds: config.jwksMaxAgeSeconds + propagation + config.keyClockSkewSeconds,
     retentionSeconds: longestToken + config.jwksMaxAgeSeconds + propagation + config.keyClockSkewSeconds,
@@ -35,6 +43,7 @@ export function keyPolicy(config: Config): KeyPolicy {
 
 /** The schedule-relevant fields of a key row. */
 export interface ScheduledKey {
+  readonly alg: string
   readonly state: string
   readonly created_at: Date
   readonly activated_at: Date | null
@@ -88,11 +97,25 @@ export function prepublished(key: Pick<ScheduledKey, 'created_at'>, now: number,
 }
 
 /**
- * The next scheduled change of the published key set, ms; Infinity if none: the next publication,
- * the next removal, and — with rotation on — the activation of the pending key, because the next
- * standby is published right after it (in the same step).
+ * The published keys grouped by line (algorithm): every configured line (possibly without keys),
+ * and every other line that still has a published key. Each line has its own schedule.
  */
-export function nextKeySetChange(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
+export function keyLines<K extends Pick<ScheduledKey, 'alg'>>(keys: readonly K[], policy: KeyPolicy): Map<string, K[]> {
+  const lines = new Map<string, K[]>(policy.lines.map((alg) => [alg, []]))
+  for (const k of keys) {
+    const line = lines.get(k.alg)
+    if (line) line.push(k)
+    else lines.set(k.alg, [k])
+  }
+  return lines
+}
+
+/**
+ * The next scheduled change of one line's published keys, ms; Infinity if none: the next
+ * publication, the next removal, and — with rotation on — the activation of the pending key,
+ * because the next standby is published right after it (in the same step).
+ */
+function nextLineChange(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
   let next = publicationTime(keys, policy)
   for (const k of keys) {
     if (k.state === 'retired') next = Math.min(next, removalTime(k, policy))
@@ -101,11 +124,24 @@ export function nextKeySetChange(keys: readonly ScheduledKey[], policy: KeyPolic
   return next
 }
 
-/** The next moment the schedule has something to do (also activations); Infinity if never. */
+/** The next scheduled change of the published key set (every line), ms; Infinity if none. */
+export function nextKeySetChange(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
+  let next = Infinity
+  for (const line of keyLines(keys, policy).values()) next = Math.min(next, nextLineChange(line, policy))
+  return next
+}
+
+/**
+ * The next moment the schedule has something to do on any line (also activations); Infinity if
+ * never, -Infinity at once (a line has no active key).
+ */
 export function nextScheduleStep(keys: readonly ScheduledKey[], policy: KeyPolicy): number {
-  if (!keys.some((k) => k.state === 'active')) return -Infinity
-  let next = nextKeySetChange(keys, policy)
-  for (const k of keys) if (k.state === 'pending') next = Math.min(next, activationTime(k, policy))
+  let next = Infinity
+  for (const [alg, line] of keyLines(keys, policy)) {
+    if (!line.some((k) => k.state === 'active') && (policy.lines as readonly string[]).includes(alg)) return -Infinity
+    next = Math.min(next, nextLineChange(line, policy))
+    for (const k of line) if (k.state === 'pending') next = Math.min(next, activationTime(k, policy))
+  }
   return next
 }
 

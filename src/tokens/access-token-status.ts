@@ -5,11 +5,13 @@ import { findLiveTokenUser, isAccessTokenLive } from './revoked-access-tokens.st
 
 /**
  * Whether a verified access token is still good at Tessera's own endpoints: its client is
- * not disabled, its `jti` is not revoked, and its family (when it has one) is not revoked.
+ * not disabled, its `jti` is not revoked, its family (when it has one) is not revoked, and its
+ * user (when it has one: `sub` a user id, not the client's) is not disabled.
  */
 export async function accessTokenIsLive(db: Executor, clients: ClientCache, claims: AccessTokenClaims): Promise<boolean> {
   if (!(await holderEnabled(clients, claims))) return false
-  return isAccessTokenLive(db, claims.jti, claims.sid)
+  const userId = claims.sub !== claims.client_id && UUID.test(claims.sub) ? claims.sub : undefined
+  return isAccessTokenLive(db, claims.jti, claims.sid, userId)
 }
 
 /** The user of a still-good access token (see above), or undefined; one round trip. */

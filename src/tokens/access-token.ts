@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { errors, jwtVerify, SignJWT, type JWTPayload } from 'jose'
 import { SIGNING_ALGS } from '../config.js'
 import { OAuthError } from '../errors.js'
@@ -28,7 +28,7 @@ export interface IssueInput {
   sessionId?: string | undefined
 }
 
-/** Signs an RFC 9068 JWT access token with the active key (`kid` in the header). */
+/** Signs an RFC 9068 JWT access token with the access-token line's active key (`kid` in the header). */
 export async function issueAccessToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, input: IssueInput) {
   const signer = keyring.activeSigner()
   const payload: Record<string, unknown> = { client_id: input.clientId }
@@ -54,14 +54,28 @@ export interface IdTokenInput {
   authTime: Date
   sessionId?: string | undefined
   username?: string | undefined
+  /** OIDC Core §3.1.2.1: the authorization request's nonce, echoed. */
+  nonce?: string | undefined
+  /** The access token issued with it: `at_hash` (OIDC Core §3.3.2.11). */
+  accessToken?: string | undefined
+  /** Profile claims released by scope (`name`, `email`, `email_verified`). */
+  claims?: Record<string, unknown> | undefined
 }
 
-/** Signs an OIDC ID token (OIDC Core §2) for `openid` requests. */
-export async function issueIdToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, input: IdTokenInput) {
-  const signer = keyring.activeSigner()
-  const claims: Record<string, unknown> = { auth_time: Math.floor(input.authTime.getTime() / 1000), azp: input.clientId }
+/** OIDC Core §3.3.2.11: the left half of the hash of the access token, base64url (SHA-512 for EdDSA/Ed25519). */
+export function atHash(accessToken: string, alg: string): string {
+  const digest = createHash(alg === 'EdDSA' ? 'sha512' : 'sha256').update(accessToken, 'ascii').digest()
+  return digest.subarray(0, digest.length / 2).toString('base64url')
+}
+
+/** Signs an OIDC ID token (OIDC Core §2) for `openid` requests, with the active key of line `alg`. */
+export async function issueIdToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, alg: string, input: IdTokenInput) {
+  const signer = keyring.activeSigner(alg)
+  const claims: Record<string, unknown> = { ...input.claims, auth_time: Math.floor(input.authTime.getTime() / 1000), azp: input.clientId }
   if (input.sessionId) claims.sid = input.sessionId
   if (input.username) claims.preferred_username = input.username
+  if (input.nonce !== undefined) claims.nonce = input.nonce
+  if (input.accessToken !== undefined) claims.at_hash = atHash(input.accessToken, signer.alg)
   return new SignJWT(claims)
     .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' })
     .setIssuer(issuer)
@@ -111,4 +125,55 @@ export async function verifyAccessToken(keyring: Keyring, issuer: string, audien
     const reason = err instanceof errors.JOSEError ? err.code : err instanceof Error ? err.message : 'unknown'
     throw new OAuthError('invalid_token', 'the access token is invalid', reason)
   }
+}
+
+/** What an `id_token_hint` says (OIDC RP-Initiated Logout 1.0 §2). */
+export interface IdTokenHint {
+  sub: string
+  aud: string
+  sid: string | undefined
+}
+
+/**
+ * Verifies one of our ID tokens presented as `id_token_hint`: our signature with the key's pinned
+ * algorithm, exact issuer, `typ: JWT` (an access token, `at+jwt`, is refused: RFC 8725 §3.12), one
+ * audience. An expired hint is accepted (the logout spec allows it), one from the future is not.
+ */
+export async function verifyIdTokenHint(keyring: Keyring, issuer: string, token: string, nowSeconds: number): Promise<IdTokenHint> {
+  if (token.length > MAX_TOKEN_LENGTH) throw new OAuthError('invalid_request', 'the id_token_hint is invalid', 'token too long')
+  try {
+    const { payload, protectedHeader } = await jwtVerify(token, keyring.verificationKey, {
+      issuer,
+      typ: 'JWT',
+      algorithms: [...SIGNING_ALGS],
+      requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat'],
+      // Expired hints are fine; `iat` must still not lie in the future.
+      currentDate: new Date(nowSeconds * 1000),
+      clockTolerance: 366 * 86_400,
+    })
+    if ('b64' in protectedHeader) throw new Error('b64 header')
+    if (typeof payload.iat !== 'number' || payload.iat > nowSeconds + 5) throw new Error('iat in the future')
+    const aud = Array.isArray(payload.aud) ? (payload.aud.length === 1 ? payload.aud[0] : undefined) : payload.aud
+    if (typeof aud !== 'string' || typeof payload.sub !== 'string') throw new Error('claims of the wrong type')
+    if ('client_id' in payload || 'scope' in payload) throw new Error('an access token, not an ID token')
+    const sid = typeof payload.sid === 'string' ? payload.sid : undefined
+    return { sub: payload.sub, aud, sid }
+  } catch (err) {
+    const reason = err instanceof errors.JOSEError ? err.code : err instanceof Error ? err.message : 'unknown'
+    throw new OAuthError('invalid_request', 'the id_token_hint is invalid', reason)
+  }
+}
+
+/** OIDC Back-Channel Logout 1.0 §2.4: a logout token for one client, signed on its ID-token line. */
+export async function issueLogoutToken(keyring: Keyring, issuer: string, nowSeconds: number, alg: string, input: { clientId: string; subject: string; sessionId: string }): Promise<string> {
+  const signer = keyring.activeSigner(alg)
+  return new SignJWT({ sid: input.sessionId, events: { 'http://schemas.openid.net/event/backchannel-logout': {} } })
+    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'logout+jwt' })
+    .setIssuer(issuer)
+    .setSubject(input.subject)
+    .setAudience(input.clientId)
+    .setIssuedAt(nowSeconds)
+    .setExpirationTime(nowSeconds + 120)
+    .setJti(randomUUID())
+    .sign(signer.key)
 }

@@ -20,7 +20,7 @@ export interface RotateRequest {
  */
 export async function createFamily(
   db: Executor,
-  input: { clientId: string; userId: string; scope: string },
+  input: { clientId: string; userId: string; scope: string; ssoSessionId?: string | undefined; authTime?: Date | undefined },
   lifetimes: Lifetimes,
   ctx: RequestContext,
 ): Promise<{ family: Family; refreshToken: string }> {
@@ -29,8 +29,8 @@ export async function createFamily(
   const userAgent = trim(ctx.userAgent, 512)
   const { rows } = await sql<{ id: string; client_id: string; user_id: string; scope: string; auth_time: Date; expires_at: Date }>`
     with fam as (
-      insert into refresh_token_family (client_id, user_id, scope, auth_time, expires_at, last_used_at, last_ip, last_user_agent)
-      values (${input.clientId}, ${input.userId}, ${input.scope}, now(), now() + make_interval(secs => ${lifetimes.absoluteSeconds}), now(), ${ip}, ${userAgent})
+      insert into refresh_token_family (client_id, user_id, scope, auth_time, expires_at, last_used_at, last_ip, last_user_agent, sso_session_id)
+      values (${input.clientId}, ${input.userId}, ${input.scope}, coalesce(${input.authTime ?? null}::timestamptz, now()), now() + make_interval(secs => ${lifetimes.absoluteSeconds}), now(), ${ip}, ${userAgent}, ${input.ssoSessionId ?? null}::uuid)
       returning id, client_id, user_id, scope, auth_time, expires_at
     ), tok as (
       insert into refresh_token (family_id, token_hash, expires_at)
@@ -101,14 +101,70 @@ export async function findFamilyByToken(db: Executor, presented: string): Promis
   return row && { id: row.id, clientId: row.client_id }
 }
 
+/** What introspection needs to know about a refresh token; the times are judged by the database. */
+export interface RefreshTokenState {
+  familyId: string
+  clientId: string
+  userId: string
+  scope: string
+  issuedAt: Date
+  /** The token's idle expiry, capped by its family's absolute one. */
+  expiresAt: Date
+  used: boolean
+  revoked: boolean
+  /** Past either limit at the database's `now()`, as `tessera_rotate_refresh_token` judges it. */
+  expired: boolean
+  userDisabled: boolean
+}
+
+/**
+ * A refresh token and its family and user, whatever their state, for introspection: a plain read
+ * (one statement, no row lock, nothing written), so it neither waits for a rotation nor delays one.
+ */
+export async function findRefreshTokenState(db: Executor, presented: string): Promise<RefreshTokenState | undefined> {
+  if (!looksLikeRefreshToken(presented)) return undefined
+  const row = await db
+    .selectFrom('refresh_token as t')
+    .innerJoin('refresh_token_family as f', 'f.id', 't.family_id')
+    .innerJoin('app_user as u', 'u.id', 'f.user_id')
+    .select([
+      'f.id as family_id',
+      'f.client_id',
+      'f.user_id',
+      'f.scope',
+      't.created_at',
+      sql<Date>`least(t.expires_at, f.expires_at)`.as('expires_at'),
+      sql<boolean>`t.used_at is not null`.as('used'),
+      sql<boolean>`f.revoked_at is not null`.as('revoked'),
+      sql<boolean>`t.expires_at <= now() or f.expires_at <= now()`.as('expired'),
+      sql<boolean>`u.disabled_at is not null`.as('user_disabled'),
+    ])
+    .where('t.token_hash', '=', hashRefreshToken(presented))
+    .executeTakeFirst()
+  return (
+    row && {
+      familyId: row.family_id,
+      clientId: row.client_id,
+      userId: row.user_id,
+      scope: row.scope,
+      issuedAt: row.created_at,
+      expiresAt: row.expires_at,
+      used: row.used,
+      revoked: row.revoked,
+      expired: row.expired,
+      userDisabled: row.user_disabled,
+    }
+  )
+}
+
 /** Why families are revoked outside rotation (reuse is decided inside `tessera_rotate_refresh_token`). */
-export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled'
+export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled' | 'code_reused' | 'sso_logout'
 
 /**
  * Which families to revoke: one, a user's (`liveOnly`: only those still within their absolute
  * limit, as logout everywhere counts them), or a client's. Already revoked ones are never touched.
  */
-export type FamilyFilter = { familyId: string } | { userId: string; liveOnly?: boolean } | { clientId: string }
+export type FamilyFilter = { familyId: string } | { userId: string; liveOnly?: boolean } | { clientId: string } | { ssoSessionId: string }
 
 /**
  * The one way a family is revoked outside rotation, and audited: one statement locks the matching
@@ -125,6 +181,7 @@ export async function revokeFamilies(trx: Trx, filter: FamilyFilter, reason: Fam
   let target = trx.selectFrom('refresh_token_family').select('id').where('revoked_at', 'is', null)
   if ('familyId' in filter) target = target.where('id', '=', filter.familyId)
   else if ('clientId' in filter) target = target.where('client_id', '=', filter.clientId)
+  else if ('ssoSessionId' in filter) target = target.where('sso_session_id', '=', filter.ssoSessionId)
   else {
     target = target.where('user_id', '=', filter.userId)
     if (filter.liveOnly) target = target.where('expires_at', '>', sql<Date>`now()`)
@@ -165,4 +222,10 @@ export async function revokeFamilies(trx: Trx, filter: FamilyFilter, reason: Fam
 
 function toFamily(f: { id: string; client_id: string; user_id: string; scope: string; auth_time: Date; expires_at: Date }): Family {
   return { id: f.id, clientId: f.client_id, userId: f.user_id, scope: f.scope, authTime: f.auth_time, expiresAt: f.expires_at }
+}
+
+/** The SSO session a family was issued under, if any. */
+export async function familySsoSession(db: Executor, familyId: string): Promise<string | null> {
+  const row = await db.selectFrom('refresh_token_family').select('sso_session_id').where('id', '=', familyId).executeTakeFirst()
+  return row?.sso_session_id ?? null
 }

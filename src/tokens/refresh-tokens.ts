@@ -1,6 +1,6 @@
 import type { RequestContext } from '../audit/context.js'
 import type { Db } from '../db/schema.js'
-import { createFamily, rotate } from './refresh-tokens.store.js'
+import { createFamily, familySsoSession, rotate } from './refresh-tokens.store.js'
 import type { SuccessorDeriver } from './successor.js'
 
 /** What a live family lets the holder of its newest token do. */
@@ -11,6 +11,8 @@ export interface Family {
   scope: string
   authTime: Date
   expiresAt: Date
+  /** The SSO session it was issued under (authorization-code flow), when known: the ID token's `sid`. */
+  ssoSessionId?: string | null | undefined
 }
 
 /** The family's user, read in the same statement that locks the family. */
@@ -50,7 +52,13 @@ export interface RefreshSettings {
 export function refreshTokens(db: Db, successors: SuccessorDeriver, settings: RefreshSettings): RefreshTokens {
   return {
     startFamily: (input, ctx) => createFamily(db, input, settings.lifetimes, ctx),
-    rotate: (presented, request, ctx) =>
-      rotate(db, presented, { ...request, successors: successors.successors(presented), graceSeconds: settings.graceSeconds }, settings.lifetimes, ctx),
+    rotate: async (presented, request, ctx) => {
+      const outcome = await rotate(db, presented, { ...request, successors: successors.successors(presented), graceSeconds: settings.graceSeconds }, settings.lifetimes, ctx)
+      // OIDC Core §12.2: a refreshed ID token keeps its session's sid (one more read, openid families only).
+      if ((outcome.kind === 'rotated' || outcome.kind === 'retried') && outcome.family.scope.split(' ').includes('openid')) {
+        outcome.family.ssoSessionId = await familySsoSession(db, outcome.family.id)
+      }
+      return outcome
+    },
   }
 }

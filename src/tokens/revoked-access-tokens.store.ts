@@ -23,9 +23,14 @@ function liveToken(db: Executor, jti: string, sessionId: string | undefined) {
   return sql<boolean>`not exists (${denied}) and exists (${family})`
 }
 
-/** One round trip: is this access token still good at Tessera's own endpoints? */
-export async function isAccessTokenLive(db: Executor, jti: string, sessionId: string | undefined): Promise<boolean> {
-  const { live } = await db.selectNoFrom(liveToken(db, jti, sessionId).as('live')).executeTakeFirstOrThrow()
+/**
+ * One round trip: is this access token still good at Tessera's own endpoints? A user's token
+ * (`userId`) also needs that user enabled: a token without a family (a password grant without
+ * refresh tokens) has no family that the disable revoked.
+ */
+export async function isAccessTokenLive(db: Executor, jti: string, sessionId: string | undefined, userId?: string): Promise<boolean> {
+  const user = userId === undefined ? sql<boolean>`true` : sql<boolean>`exists (${db.selectFrom('app_user').select(sql<number>`1`.as('x')).where('id', '=', userId).where('disabled_at', 'is', null)})`
+  const { live } = await db.selectNoFrom(sql<boolean>`${liveToken(db, jti, sessionId)} and ${user}`.as('live')).executeTakeFirstOrThrow()
   return live === true
 }
 
@@ -33,7 +38,7 @@ export async function isAccessTokenLive(db: Executor, jti: string, sessionId: st
 export async function findLiveTokenUser(db: Executor, userId: string, jti: string, sessionId: string | undefined) {
   return db
     .selectFrom('app_user')
-    .select(['id', 'username', 'roles'])
+    .select(['id', 'username', 'roles', 'name', 'email', 'email_verified'])
     .where('id', '=', userId)
     .where('disabled_at', 'is', null)
     .where(liveToken(db, jti, sessionId))

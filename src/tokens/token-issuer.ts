@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js'
 import type { Keyring } from '../keys/keyring.js'
-import { issueAccessToken, issueIdToken, verifyAccessToken, type AccessTokenClaims, type IssueInput, type IdTokenInput } from './access-token.js'
+import { issueAccessToken, issueIdToken, issueLogoutToken, verifyAccessToken, verifyIdTokenHint, type AccessTokenClaims, type IdTokenHint, type IssueInput, type IdTokenInput } from './access-token.js'
 
 /**
  * Tessera's own JWTs, bound to this instance's keyring, issuer and clock: grants sign with it and
@@ -16,9 +16,13 @@ export class TokenIssuer {
     private readonly clock: Clock,
   ) {}
 
-  /** Throws `temporarily_unavailable` when no key can sign: call it before a write the answer needs a signature for. */
-  ensureCanSign(): void {
+  /**
+   * Throws `temporarily_unavailable` when the access-token line (and line `idTokenAlg`, when the
+   * answer will hold an ID token) cannot sign: call it before a write the answer needs them for.
+   */
+  ensureCanSign(idTokenAlg?: string): void {
     this.keyring.activeSigner()
+    if (idTokenAlg !== undefined) this.keyring.activeSigner(idTokenAlg)
   }
 
   /** The time a token response is issued at: read once, so its tokens share `iat` and `exp`. */
@@ -30,8 +34,19 @@ export class TokenIssuer {
     return issueAccessToken(this.keyring, this.issuer, this.ttlSeconds, nowSeconds, input)
   }
 
-  signIdToken(input: IdTokenInput, nowSeconds: number): Promise<string> {
-    return issueIdToken(this.keyring, this.issuer, this.ttlSeconds, nowSeconds, input)
+  /** Signs an ID token with line `alg` (the client's `id_token_signed_response_alg`). */
+  signIdToken(input: IdTokenInput, nowSeconds: number, alg: string): Promise<string> {
+    return issueIdToken(this.keyring, this.issuer, this.ttlSeconds, nowSeconds, alg, input)
+  }
+
+  /** Verifies an `id_token_hint` (RP-initiated logout); `invalid_request` otherwise. */
+  verifyIdTokenHint(token: string): Promise<IdTokenHint> {
+    return verifyIdTokenHint(this.keyring, this.issuer, token, this.clock.nowSeconds())
+  }
+
+  /** Signs a back-channel logout token for one client on its ID-token line. */
+  signLogoutToken(input: { clientId: string; subject: string; sessionId: string }, alg: string): Promise<string> {
+    return issueLogoutToken(this.keyring, this.issuer, this.clock.nowSeconds(), alg, input)
   }
 
   /** Verifies one of our access tokens (`audience` undefined: any); `invalid_token` otherwise. */

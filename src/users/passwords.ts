@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { hash, parseOptions, verify } from '@node-rs/argon2'
+import { OAuthError } from '../errors.js'
 
 export interface Argon2Params {
   readonly memoryKib: number
@@ -12,27 +13,61 @@ export const MAX_PASSWORD_BYTES = 1024
 /** Shortest password accepted when one is set (ASVS 6.2.1). */
 export const MIN_PASSWORD_LENGTH = 8
 
-// A small built-in list of the passwords attackers try first; rejected when a password is set.
-const COMMON_PASSWORDS = new Set([
-  'password', 'password1', 'password123', '12345678', '123456789', '1234567890', 'qwertyuiop', 'qwerty123',
-  'iloveyou', 'sunshine', 'princess', 'football', 'baseball', 'welcome1', 'letmein1', 'admin123',
-  'abc12345', 'passw0rd', 'trustno1', 'superman', 'starwars', 'whatever', 'changeme', 'dragon123',
-  '11111111', '00000000', '87654321', 'asdfghjk', 'zaq12wsx', '1q2w3e4r', 'q1w2e3r4', 'monkey123',
-])
+/**
+ * Common and breached passwords (NIST SP 800-63B §3.1.1.2): the 49,000-entry password list of
+ * zxcvbn-ts (`@zxcvbn-ts/language-common`, from public breach corpora), loaded at its first use.
+ */
+let commonPasswords: Promise<Set<string>> | undefined
+async function isCommonPassword(lower: string): Promise<boolean> {
+  commonPasswords ??= import('@zxcvbn-ts/language-common').then((m) => new Set(m.default.dictionary['passwords-common'].map((p) => p.toLowerCase())))
+  return (await commonPasswords).has(lower)
+}
+
+/** A place in the hashing queue, held for one password check (`PasswordHasher.reserve`). */
+export interface Reservation {
+  verify(stored: string, password: string): Promise<boolean>
+  verifyDecoy(password: string): Promise<false>
+  /** Gives the place back unused (a throttled or failed check); safe to call more than once. */
+  release(): void
+}
+
+/** How much argon2id work runs at once, and how much may wait for it. */
+export interface HashingLimits {
+  /** Hashes at once; 0 = CPU cores − 1 (at least 1). */
+  readonly concurrency: number
+  /** Checks waiting beyond those; one more is refused at once (503). */
+  readonly queue: number
+}
+
+/** The answer when the hashing queue is full: at once, instead of latency without bound. */
+export function busyError(): OAuthError {
+  return new OAuthError('temporarily_unavailable', 'the server is busy; retry later', SHED_DETAIL).retryAfter(1)
+}
+
+/** The `detail` of `busyError`: expected under load, logged at info, not as a server error. */
+export const SHED_DETAIL = 'password hashing queue full'
 
 /**
  * Hashing and verification with argon2id, on libuv's thread pool (never on the event loop).
- * At most one hash per core runs at once: more would not go faster, would hold more memory, and
- * would take every pool thread from token signing (WebCrypto runs on the same pool).
+ * By default one core is left to everything else (token signing, JWKS, refresh: WebCrypto runs on
+ * the same pool), and at most `queue` checks wait: the next one is refused at once (`busyError`,
+ * 503) rather than answered after an ever longer wait.
  */
 export class PasswordHasher {
   private readonly options
   private decoy: Promise<string> | undefined
   private running = 0
   private readonly waiting: (() => void)[] = []
-  private readonly limit = Math.max(1, availableParallelism())
+  private readonly limit: number
+  private readonly queue: number
+  /** Places held by `reserve()` for checks still doing their database work. */
+  private reserved = 0
+  /** Hashes verified, decoys included (tests check that an unknown user costs one). */
+  verifications = 0
 
-  constructor(readonly params: Argon2Params) {
+  constructor(readonly params: Argon2Params, limits: HashingLimits = { concurrency: 0, queue: Number.POSITIVE_INFINITY }) {
+    this.limit = limits.concurrency > 0 ? limits.concurrency : Math.max(1, availableParallelism() - 1)
+    this.queue = limits.queue
     this.options = {
       algorithm: 2 /* Argon2id */,
       memoryCost: params.memoryKib,
@@ -46,16 +81,54 @@ export class PasswordHasher {
     return this.limited(() => hash(password, this.options))
   }
 
-  /** Verifies; a malformed stored hash is a mismatch, not an exception. */
+  /** Verifies; a malformed stored hash is a mismatch, not an exception. Throws `busyError` when the queue is full. */
   async verify(stored: string, password: string): Promise<boolean> {
-    try {
-      return await this.limited(() => verify(stored, password))
-    } catch {
-      return false
+    return this.limited(async () => {
+      this.verifications++
+      try {
+        return await verify(stored, password)
+      } catch {
+        return false
+      }
+    })
+  }
+
+  /**
+   * Holds a place for one check, or throws `busyError` at once when every slot and every place in
+   * the queue is taken or held. A check reserves before its database work (throttle counters, user
+   * lookup), so a flood is refused before it reaches the database, not after it waited for a
+   * connection; the reservation is used by the check's one verification, or released.
+   */
+  reserve(): Reservation {
+    if (this.saturated()) throw busyError()
+    this.reserved++
+    let held = true
+    const release = () => {
+      if (held) {
+        held = false
+        this.reserved--
+      }
+    }
+    return {
+      verify: (stored, password) => {
+        release()
+        return this.verify(stored, password)
+      },
+      verifyDecoy: (password) => {
+        release()
+        return this.verifyDecoy(password)
+      },
+      release,
     }
   }
 
+  /** True when `reserve()` would refuse now: every slot and place in the queue taken or held. */
+  saturated(): boolean {
+    return this.running + this.waiting.length + this.reserved >= this.limit + this.queue
+  }
+
   private async limited<T>(work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit && this.waiting.length >= this.queue) throw busyError()
     if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve))
     else this.running++
     try {
@@ -73,7 +146,8 @@ export class PasswordHasher {
    * answer's timing does not reveal whether an account exists (ASVS 6.3.8).
    */
   async verifyDecoy(password: string): Promise<false> {
-    this.decoy ??= this.hash('decoy password that never matches')
+    // Made outside the queue, so that a full queue cannot leave a failed decoy behind.
+    this.decoy ??= hash('decoy password that never matches', this.options)
     await this.verify(await this.decoy, password)
     return false
   }
@@ -89,12 +163,15 @@ export class PasswordHasher {
   }
 }
 
-/** Reasons a new password is refused, or undefined when it is acceptable. */
-export function passwordPolicyProblem(password: string, username?: string): string | undefined {
+/**
+ * Why a new password is refused (NIST SP 800-63B §3.1.1.2), naming the rule; undefined when it is
+ * acceptable. Long passphrases are welcome up to MAX_PASSWORD_BYTES; no composition rules.
+ */
+export async function passwordPolicyProblem(password: string, username?: string): Promise<string | undefined> {
   if ([...password].length < MIN_PASSWORD_LENGTH) return `password must have at least ${MIN_PASSWORD_LENGTH} characters`
-  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return `password must be at most ${MAX_PASSWORD_BYTES} bytes`
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return `password must be at most ${MAX_PASSWORD_BYTES} bytes (a long passphrase fits)`
   const lower = password.toLowerCase()
-  if (COMMON_PASSWORDS.has(lower)) return 'password is too common'
+  if (await isCommonPassword(lower)) return 'password is on the list of common and breached passwords: choose another'
   if (username && lower === username.toLowerCase()) return 'password must not equal the username'
   return undefined
 }

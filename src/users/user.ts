@@ -6,6 +6,15 @@ export interface User {
   roles: string[]
   disabled: boolean
   createdAt: Date
+  /** Optional profile attributes (OIDC Core §5.1), released by scope: `profile`, `email`. */
+  profile: UserProfile
+}
+
+/** A user's optional OIDC profile attributes. */
+export interface UserProfile {
+  name: string | null
+  email: string | null
+  emailVerified: boolean
 }
 
 /** Usernames are compared case-insensitively; they are stored lower-cased. */

@@ -1,9 +1,28 @@
 import { sql } from 'kysely'
 import type { AppUserRow, Executor, Trx } from '../db/schema.js'
-import { normalizeUsername, type User } from './user.js'
+import { normalizeUsername, type User, type UserProfile } from './user.js'
 
 function toUser(row: AppUserRow): User {
-  return { id: row.id, username: row.username, passwordHash: row.password_hash, roles: row.roles, disabled: row.disabled_at !== null, createdAt: row.created_at }
+  return {
+    id: row.id, username: row.username, passwordHash: row.password_hash, roles: row.roles, disabled: row.disabled_at !== null, createdAt: row.created_at,
+    profile: { name: row.name, email: row.email, emailVerified: row.email_verified },
+  }
+}
+
+/** A user by id (enabled or not). */
+export async function findUserById(db: Executor, id: string): Promise<User | undefined> {
+  const row = await db.selectFrom('app_user').selectAll().where('id', '=', id).executeTakeFirst()
+  return row && toUser(row)
+}
+
+/** Sets the profile attributes given (undefined: unchanged, null: cleared); false when no such user. */
+export async function updateUserProfile(db: Executor, username: string, profile: Partial<UserProfile>): Promise<boolean> {
+  const set: Record<string, unknown> = { updated_at: sql`now()` }
+  if (profile.name !== undefined) set.name = profile.name
+  if (profile.email !== undefined) set.email = profile.email
+  if (profile.emailVerified !== undefined) set.email_verified = profile.emailVerified
+  const row = await db.updateTable('app_user').set(set).where('username', '=', normalizeUsername(username)).returning('id').executeTakeFirst()
+  return row !== undefined
 }
 
 export async function findUserByUsername(db: Executor, username: string): Promise<User | undefined> {

@@ -81,7 +81,7 @@ t.test('users create reads the password from stdin and prints the user; only an 
   t.equal(res.code, 0, res.err)
   t.equal(res.stdinReads, 1)
   const user = res.json()
-  t.same(Object.keys(user).sort(), ['id', 'roles', 'username'])
+  t.same(Object.keys(user).sort(), ['email', 'email_verified', 'id', 'name', 'roles', 'username'])
   t.match(user.id, UUID)
   t.equal(user.username, 'alice', 'usernames are stored lower-cased')
   t.same(user.roles, ['admin', 'ops'])
@@ -103,9 +103,9 @@ t.test('users create of an existing username exits 2 and changes nothing', async
 
 t.test('users create refuses weak passwords with a clear message (#100)', async (t) => {
   const { cli, sql } = await setup(t)
-  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'password\n'), /^tessera: password is too common$/)
+  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'password\n'), /^tessera: password is on the list of common and breached passwords: choose another$/)
   usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'short\n'), /^tessera: password must have at least 8 characters$/)
-  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'x'.repeat(1025)), /^tessera: password must be at most 1024 bytes$/)
+  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'x'.repeat(1025)), /^tessera: password must be at most 1024 bytes \(a long passphrase fits\)$/)
   usageError(t, await cli(['users', 'create', '--username', 'alice1234', '--password-stdin'], 'ALICE1234\n'), /^tessera: password must not equal the username$/)
   t.equal((await sql.query('select count(*)::int as n from app_user')).rows[0].n, 0, 'no user was created')
 })
@@ -115,11 +115,28 @@ t.test('users create without --password-stdin exits 2 and never reads a password
   const res = await cli(['users', 'create', '--username', 'alice'])
   usageError(t, res, /--password-stdin/)
   t.equal(res.stdinReads, 0)
-  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password', 'hunter2hunter2']), /Unknown option '--password'/)
+  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password', 'hunter2hunter2']), /^tessera: unknown option --password for users create; did you mean --password-stdin\?/)
   usageError(t, await cli(['users', 'create', '--password-stdin']), /^tessera: users create needs --username$/)
   usageError(t, await cli(['users', 'create', '--username', 'alice smith', '--password-stdin']), /^tessera: username may contain letters, digits/)
-  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin', 'extra']), /Unexpected argument 'extra'/)
+  usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin', 'extra']), /^tessera: unexpected argument for users create: extra/)
   t.equal((await sql.query('select count(*)::int as n from app_user')).rows[0].n, 0)
+})
+
+t.test('users create and update take the optional profile attributes (name, email, email_verified)', async (t) => {
+  const { cli } = await setup(t)
+  const created = await cli(['users', 'create', '--username', 'carol', '--password-stdin', '--name', 'Carol Q', '--email', 'carol@example.com', '--email-verified'])
+  t.equal(created.code, 0, created.err)
+  t.match(created.json(), { username: 'carol', name: 'Carol Q', email: 'carol@example.com', email_verified: true })
+  const updated = await cli(['users', 'update', '--username', 'Carol', '--name', '', '--email-verified', 'false'])
+  t.equal(updated.code, 0, updated.err)
+  t.same(updated.json(), { username: 'carol', updated: ['name', 'email_verified'] })
+  t.match((await cli(['users', 'list'])).json()[0], { name: null, email: 'carol@example.com', email_verified: false })
+  usageError(t, await cli(['users', 'update', '--username', 'carol']), /needs --name, --email or --email-verified/)
+  usageError(t, await cli(['users', 'update', '--name', 'x']), /needs --username/)
+  usageError(t, await cli(['users', 'update', '--username', 'nobody', '--name', 'x']), /no user nobody/)
+  usageError(t, await cli(['users', 'update', '--username', 'carol', '--email', 'not-an-address']), /must be an e-mail address/)
+  usageError(t, await cli(['users', 'update', '--username', 'carol', '--email-verified', 'yes']), /true or false/)
+  usageError(t, await cli(['users', 'update', '--username', 'carol', '--name', 'x'.repeat(300)]), /at most 256/)
 })
 
 t.test('users list prints every user without password hashes', async (t) => {
@@ -130,13 +147,13 @@ t.test('users list prints every user without password hashes', async (t) => {
   t.equal(res.code, 0, res.err)
   const users = res.json()
   t.equal(users.length, 2)
-  for (const u of users) t.same(Object.keys(u).sort(), ['created_at', 'disabled', 'id', 'roles', 'username'])
+  for (const u of users) t.same(Object.keys(u).sort(), ['created_at', 'disabled', 'email', 'email_verified', 'id', 'name', 'roles', 'username'])
   t.match(users, [
     { id: alice.id, username: 'alice', roles: [], disabled: false },
     { id: bob.id, username: 'bob', roles: ['admin'], disabled: false },
   ])
   t.notMatch(res.out, /argon2/, 'no hash anywhere in the output')
-  usageError(t, await cli(['users', 'list', '--all']), /Unknown option '--all'/)
+  usageError(t, await cli(['users', 'list', '--all']), /^tessera: unknown option --all for users list/)
 })
 
 t.test('users disable: the user can no longer log in and their sessions are revoked (#60)', async (t) => {
@@ -151,7 +168,9 @@ t.test('users disable: the user can no longer log in and their sessions are revo
 
   const res = await cli(['users', 'disable', '--username', 'alice'])
   t.equal(res.code, 0, res.err)
-  t.same(res.json(), { username: 'alice', disabled: true })
+  const { propagation, ...disabled } = res.json()
+  t.same(disabled, { username: 'alice', disabled: true })
+  t.match(propagation, { confirmed: [{ pid: process.pid }], unconfirmed: [] }, 'the running instance (in this process) confirmed')
   t.not((await sql.query(`select disabled_at from app_user where username = 'alice'`)).rows[0].disabled_at, null)
 
   const again = await token({ grant_type: 'password', username: 'alice', password: 'the password', scope: 'openid read' })
@@ -192,6 +211,13 @@ t.test('clients create prints the secret once; the database keeps only its 32-by
     audience: ['https://api.example.com'],
     refresh_delivery: 'body',
     allowed_origins: [],
+    id_token_signed_response_alg: 'RS256',
+    rate_limit_per_second: null,
+    redirect_uris: [],
+    post_logout_redirect_uris: [],
+    first_party: false,
+    backchannel_logout_uri: null,
+    require_pushed_authorization_requests: false,
     disabled: false,
   })
 
@@ -225,12 +251,36 @@ t.test('clients create refuses invalid combinations with exit 2 and creates noth
   usageError(t, await cli([...base, '--grant-types', 'password', '--refresh-delivery', 'cookie', '--allowed-origins', 'https://app.example.com/login']), /^tessera: not an origin \(scheme:\/\/host\[:port\], no path\): https:\/\/app\.example\.com\/login$/)
   usageError(t, await cli([...base, '--grant-types', 'password', '--allowed-origins', 'app.example.com']), /^tessera: not an origin/)
   usageError(t, await cli([...base, '--grant-types', 'password', '--allowed-origins', 'https://app.example.com/']), /^tessera: not an origin/)
-  usageError(t, await cli([...base, '--grant-types', 'client_credentials,authorization_code']), /^tessera: unknown grant type: authorization_code \(known: client_credentials, refresh_token, password\)$/)
+  usageError(t, await cli([...base, '--grant-types', 'client_credentials,implicit']), /^tessera: unknown grant type: implicit \(known: client_credentials, refresh_token, password, authorization_code\)$/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code']), /^tessera: authorization_code needs --redirect-uris$/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'http://rp.example.com/cb']), /must use https/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'https://rp.example.com/cb#x']), /must not have a fragment/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'rp.example.com/cb']), /must be an absolute URI/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'https://u:p@rp.example.com/cb']), /user information/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'https://rp.example.com\\cb']), /whitespace or backslashes/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'javascript:alert(1)']), /forbidden scheme/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'https://rp.example.com/cb', '--post-logout-redirect-uris', 'http://x.example/']), /--post-logout-redirect-uris must use https/)
+  usageError(t, await cli([...base, '--grant-types', 'authorization_code', '--redirect-uris', 'https://rp.example.com/cb', '--backchannel-logout-uri', 'com.example.app:/bc']), /must be an http\(s\) URL/)
   usageError(t, await cli([...base]), /^tessera: clients create needs --grant-types/)
   usageError(t, await cli([...base, '--grant-types', 'password', '--refresh-delivery', 'query']), /^tessera: --refresh-delivery must be body or cookie$/)
   usageError(t, await cli(['clients', 'create', '--name', 'x', '--grant-types', 'password', '--scopes', 'read,"quoted"']), /^tessera: scopes must be RFC 6749 scope tokens$/)
   usageError(t, await cli(['clients', 'create', '--grant-types', 'password']), /^tessera: clients create needs --name$/)
   t.equal((await sql.query('select count(*)::int as n from client')).rows[0].n, 0)
+})
+
+t.test('clients create --id-token-signed-response-alg: a line that signs here; RS256 by default; anything else exits 2', async (t) => {
+  const { cli } = await setup(t)
+  const create = (...extra: string[]) => cli(['clients', 'create', '--name', 'rp', '--grant-types', 'password', '--scopes', 'openid', ...extra])
+  const es = await create('--id-token-signed-response-alg', 'ES256')
+  t.equal(es.code, 0, es.err)
+  t.equal(es.json().id_token_signed_response_alg, 'ES256', 'SIGNING_ALG is a line')
+  usageError(t, await create('--id-token-signed-response-alg', 'HS256'), /--id-token-signed-response-alg must be one of ES256, RS256, PS256, EdDSA/)
+  usageError(t, await create('--id-token-signed-response-alg', 'none'), /must be one of/)
+  usageError(t, await create('--id-token-signed-response-alg', 'EdDSA'), /no EdDSA key line signs here: start one with `tessera keys rotate --alg EdDSA --now`/)
+  t.equal((await cli(['keys', 'rotate', '--now', '--alg', 'EdDSA'])).code, 0)
+  t.equal((await create('--id-token-signed-response-alg', 'EdDSA')).json().id_token_signed_response_alg, 'EdDSA', 'once the line exists')
+  const listed = (await cli(['clients', 'list'])).json() as { id_token_signed_response_alg: string }[]
+  t.same(listed.map((c) => c.id_token_signed_response_alg), ['ES256', 'EdDSA'], 'the CLI shows it')
 })
 
 t.test('clients list shows every client without secrets or hashes', async (t) => {
@@ -240,7 +290,7 @@ t.test('clients list shows every client without secrets or hashes', async (t) =>
   t.equal(res.code, 0, res.err)
   const clients = res.json()
   t.equal(clients.length, 1)
-  t.same(Object.keys(clients[0]).sort(), ['allowed_origins', 'audience', 'client_id', 'created_at', 'disabled', 'grant_types', 'name', 'refresh_delivery', 'scopes', 'type'])
+  t.same(Object.keys(clients[0]).sort(), ['allowed_origins', 'audience', 'backchannel_logout_uri', 'client_id', 'created_at', 'disabled', 'first_party', 'grant_types', 'id_token_signed_response_alg', 'name', 'post_logout_redirect_uris', 'rate_limit_per_second', 'redirect_uris', 'refresh_delivery', 'require_pushed_authorization_requests', 'scopes', 'type'])
   t.match(clients[0], { client_id: web.client_id, name: 'web', type: 'confidential', disabled: false })
   t.notOk(res.out.includes(web.client_secret), 'the secret is never shown again')
   t.notMatch(res.out, /secret/)
@@ -258,7 +308,9 @@ t.test('clients disable: the client is refused and its sessions are revoked (#60
 
   const res = await cli(['clients', 'disable', '--id', web.client_id])
   t.equal(res.code, 0, res.err)
-  t.same(res.json(), { client_id: web.client_id, disabled: true })
+  const { propagation, ...disabled } = res.json()
+  t.same(disabled, { client_id: web.client_id, disabled: true })
+  t.match(propagation, { confirmed: [{ pid: process.pid }], unconfirmed: [] }, 'the running instance (in this process) confirmed')
   t.not((await sql.query('select disabled_at from client where id = $1', [web.client_id])).rows[0].disabled_at, null)
   t.same((await sql.query('select revoked_reason from refresh_token_family')).rows, [{ revoked_reason: 'client_disabled' }])
   const audit = (await sql.query(`select type, client_id, family_id is not null as family, detail from audit_event where type in ('refresh_token.revoked', 'client.disabled') order by id`)).rows
@@ -282,9 +334,10 @@ t.test('keys rotate makes a new active key and retires the previous one; keys li
   const { cli, sql } = await setup(t)
   const first = await cli(['keys', 'rotate', '--now'])
   t.equal(first.code, 0, first.err)
-  const k1 = first.json()
+  const { propagation, ...k1 } = first.json()
   t.same(k1, { kid: k1.kid, alg: 'ES256', state: 'active', retired: [], prepublished: false }, 'rotation is off in tests: nothing was pre-published')
-  const k2 = (await cli(['keys', 'rotate', '--now'])).json()
+  t.match(propagation, { version: Number, confirmed: [], unconfirmed: [], waited_ms: Number }, 'no instance runs: nobody to wait for')
+  const { propagation: _, ...k2 } = (await cli(['keys', 'rotate', '--now'])).json()
   t.same(k2, { kid: k2.kid, alg: 'ES256', state: 'active', retired: [k1.kid], prepublished: false })
   t.not(k2.kid, k1.kid)
 
@@ -312,14 +365,15 @@ t.test('keys rotate --alg RS256 makes an RSA key; an unknown alg exits 2 (#91)',
   const es = (await cli(['keys', 'rotate', '--now'])).json()
   const res = await cli(['keys', 'rotate', '--now', '--alg', 'RS256'])
   t.equal(res.code, 0, res.err)
-  const rs = res.json()
-  t.same(rs, { kid: rs.kid, alg: 'RS256', state: 'active', retired: [es.kid], prepublished: false })
+  const { propagation: _, ...rs } = res.json()
+  t.same(rs, { kid: rs.kid, alg: 'RS256', state: 'active', retired: [], prepublished: false }, 'RS256 is a line of its own: the ES256 key keeps signing')
+  t.not(rs.kid, es.kid)
   const jwk = (await sql.query('select public_jwk from signing_key where kid = $1', [rs.kid])).rows[0].public_jwk
   t.match(jwk, { kty: 'RSA', alg: 'RS256', use: 'sig', kid: rs.kid })
   t.ok(Buffer.from(jwk.n, 'base64url').length >= 256, 'RSA modulus of at least 2048 bits (#90)')
   usageError(t, await cli(['keys', 'rotate', '--alg', 'HS256']), /^tessera: --alg must be one of ES256, RS256, PS256, EdDSA$/)
   usageError(t, await cli(['keys', 'rotate', '--alg', 'none']), /--alg must be one of/)
-  t.equal((await sql.query(`select count(*)::int as n from signing_key where state = 'active'`)).rows[0].n, 1, 'still exactly one active key')
+  t.same((await sql.query(`select alg from signing_key where state = 'active' order by alg`)).rows, [{ alg: 'ES256' }, { alg: 'RS256' }], 'still exactly one active key per line')
 })
 
 t.test('keys rotate in development without KEY_ENCRYPTION_KEY generates a key file and warns loudly (#120)', async (t) => {
@@ -342,13 +396,19 @@ t.test('keys rotate in development without KEY_ENCRYPTION_KEY generates a key fi
 t.test('an unknown command or subcommand exits 2 with the usage', async (t) => {
   const env = testEnv()
   const res = await tessera(['frobnicate'], env)
-  usageError(t, res, /^tessera: unknown command: frobnicate\n\nusage: tessera <command>/)
-  usageError(t, await tessera(['users', 'frobnicate'], env), /^tessera: usage: tessera users create\|list\|disable$/)
-  usageError(t, await tessera(['clients'], env), /^tessera: usage: tessera clients create\|list\|disable$/)
-  usageError(t, await tessera(['keys', 'delete'], env), /^tessera: usage: tessera keys list\|rotate\|revoke\|import\|rewrap$/)
+  usageError(t, res, /^tessera: unknown command: frobnicate \(tessera --help lists the commands\)$/)
+  usageError(t, await tessera(['users', 'frobnicate'], env), /^tessera: unknown command: users frobnicate \(tessera users --help lists its commands\)$/)
+  usageError(t, await tessera(['keys', 'delete'], env), /^tessera: unknown command: keys delete \(tessera keys --help/)
+  // A group word alone: its commands, on stderr (the usage of a usage error).
+  for (const [word, subs] of [['sso-sessions', ['list', 'revoke', 'revoke-all']], ['consents', ['list', 'revoke']], ['clients', ['create', 'list', 'disable']]] as const) {
+    const alone = await tessera([word], env)
+    t.equal(alone.code, 2, word)
+    t.match(alone.err, new RegExp(`^usage: tessera ${word} <command>`))
+    for (const sub of subs) t.match(alone.err, `  ${word} ${sub} `)
+  }
   const none = await tessera([], env)
   t.equal(none.code, 2, 'no command at all is a usage error')
-  t.match(none.out, /^usage: tessera <command>/)
+  t.match(none.err, /^usage: tessera <command>/)
 })
 
 t.test('--help prints the usage and exits 0', async (t) => {
@@ -394,7 +454,7 @@ t.test('the real executable prints the usage for --help and exits 0', async (t) 
     child.on('close', (code) => done({ code, stdout, stderr }))
   })
   t.equal(code, 0, stderr)
-  t.match(stdout, /^usage: tessera <command>\n/)
-  t.match(stdout, 'users create --username U --password-stdin')
+  t.match(stdout, /^usage: tessera <command> \[options\]\n/)
+  t.match(stdout, /  users create +create a user\n/)
   t.equal(stderr, '')
 })

@@ -1,4 +1,4 @@
-// `tessera keys list|rotate|revoke|import|rewrap`, in-process through run(argv, io), on a real database.
+// `tessera keys list|rotate|revoke|retire-line|import|rewrap`, in-process through run(argv, io), on a real database.
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
-import type { JWK } from 'jose'
+import { calculateJwkThumbprint, type JWK } from 'jose'
 import type { Env } from '../../src/config.js'
 import { freshDatabase, TEST_KEK, testEnv } from '../helpers/app.js'
 import { runTessera } from '../helpers/cli.js'
@@ -46,8 +46,9 @@ t.test('keys rotate schedules (pending, then the same key again); --now activate
     { kid: next.json().kid, state: 'pending', activate_at: next.json().activate_at, activated_at: null },
     { kid: first.kid, state: 'active', activate_at: null, activated_at: String },
   ])
-  const now = (await cli(['keys', 'rotate', '--now'])).json()
+  const { propagation, ...now } = (await cli(['keys', 'rotate', '--now'])).json()
   t.same(now, { kid: next.json().kid, alg: 'ES256', state: 'active', retired: [first.kid], prepublished: false }, '--now promotes the pending key')
+  t.same(propagation, { version: propagation.version, confirmed: [], unconfirmed: [], stale: [], waited_ms: propagation.waited_ms }, 'no instance runs: nobody to wait for')
   t.match((await cli(['keys', 'list'])).json()[1], { kid: first.kid, state: 'retired', remove_at: String })
 })
 
@@ -56,8 +57,10 @@ t.test('keys revoke KID: revoked with a reason, a successor at once; unknown kid
   const first = (await cli(['keys', 'rotate'])).json().kid as string
   const res = await cli(['keys', 'revoke', first, '--reason', 'laptop stolen'])
   t.equal(res.code, 0, res.err)
-  const successor = res.json().successor as string
-  t.same(res.json(), { kid: first, state: 'revoked', already_revoked: false, successor, successor_prepublished: false })
+  const { propagation, ...revoked } = res.json()
+  const successor = revoked.successor as string
+  t.same(revoked, { kid: first, alg: 'ES256', state: 'revoked', already_revoked: false, successor, successor_prepublished: false })
+  t.match(propagation, { confirmed: [], unconfirmed: [] })
   const rows = (await sql.query('select kid, state, revoked_reason, length(private_key_enc) as len from signing_key order by created_at')).rows
   t.match(rows, [{ kid: first, state: 'revoked', revoked_reason: 'laptop stolen', len: 0 }, { kid: successor, state: 'active' }])
   t.match((await cli(['keys', 'revoke', first])).json(), { already_revoked: true })
@@ -75,6 +78,7 @@ t.test('keys revoke KID: revoked with a reason, a successor at once; unknown kid
 t.test('keys import --file: PEM or JWK; bad files exit 2 without key material', async (t) => {
   const { cli, file, sql } = await setup(t)
   await cli(['keys', 'rotate'])
+  const rsLine = (await cli(['keys', 'rotate', '--alg', 'RS256'])).json()
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const pem = ec.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string
   const d = (ec.privateKey.export({ format: 'jwk' }) as JWK).d!
@@ -84,7 +88,7 @@ t.test('keys import --file: PEM or JWK; bad files exit 2 without key material', 
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }) as JWK
   const active = await cli(['keys', 'import', '--file', file('rsa.json', JSON.stringify(rsa)), '--alg', 'RS256', '--state', 'active'])
   t.equal(active.code, 0, active.err)
-  t.match(active.json(), { alg: 'RS256', state: 'active', retired: [String] })
+  t.match(active.json(), { alg: 'RS256', state: 'active', retired: [rsLine.kid] }, 'it takes over its own line (RS256) only')
   const dump = (await sql.query('select row_to_json(k)::text as j from signing_key k')).rows.map((r) => r.j as string).join('\n')
   t.notOk(dump.includes(d) || dump.includes(rsa.d!), 'no plaintext private key in the database')
 
@@ -130,4 +134,36 @@ t.test('KEY_ENCRYPTION_KEYS_PREVIOUS and KEY_ROTATION_INTERVAL_SECONDS are valid
   t.match(bad.err, /KEY_ENCRYPTION_KEYS_PREVIOUS entry 3 must be "id:"/)
   t.match(bad.err, /KEY_ROTATION_INTERVAL_SECONDS must be 0 \(no scheduled rotation\) or at least 1040 \(2 × \(JWKS_MAX_AGE_SECONDS/)
   t.notOk(bad.err.includes(TEST_KEK.slice(5)), 'no key in the message')
+})
+
+t.test('keys retire-line --alg: ends a line started by hand; the configured lines and bad usage exit 2', async (t) => {
+  const { cli, sql } = await setup(t)
+  const ed = (await cli(['keys', 'rotate', '--now', '--alg', 'EdDSA'])).json()
+  const res = await cli(['keys', 'retire-line', '--alg', 'EdDSA'])
+  t.equal(res.code, 0, res.err)
+  t.match(res.json(), { alg: 'EdDSA', retired: [ed.kid], withdrawn: [], propagation: { confirmed: [], unconfirmed: [] } }, 'no instance runs: nothing to wait for')
+  t.same((await sql.query(`select state from signing_key where alg = 'EdDSA'`)).rows, [{ state: 'retired' }])
+  const configured = await cli(['keys', 'retire-line', '--alg', 'RS256'])
+  t.equal(configured.code, 2)
+  t.match(configured.err, /the RS256 line is one this configuration signs with/)
+  for (const args of [['keys', 'retire-line'], ['keys', 'retire-line', '--alg', 'HS256']]) t.equal((await cli(args)).code, 2, args.join(' '))
+})
+
+t.test('keys revoke takes a kid that begins with "-" (a thumbprint can: one key in 64) for a kid, not an option', async (t) => {
+  const { cli, file } = await setup(t)
+  await cli(['keys', 'rotate', '--now'])
+  let pem = ''
+  let kid = ''
+  for (let i = 0; i < 2000 && !kid.startsWith('-'); i++) {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    pem = ec.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string
+    kid = await calculateJwkThumbprint(ec.publicKey.export({ format: 'jwk' }) as JWK, 'sha256')
+  }
+  t.ok(kid.startsWith('-'), `a key whose kid begins with "-": ${kid}`)
+  const imported = await cli(['keys', 'import', '--file', file('dash.pem', pem)])
+  t.equal(imported.json().kid, kid)
+  const res = await cli(['keys', 'revoke', kid, '--reason', 'test'])
+  t.equal(res.code, 0, res.err)
+  t.match(res.json(), { kid, state: 'revoked', already_revoked: false })
+  t.equal((await cli(['keys', 'revoke', '--reason', 'x'])).code, 2, 'an option where the kid belongs is still a usage error')
 })

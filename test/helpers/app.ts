@@ -142,7 +142,7 @@ export function form(params: Record<string, string>): string {
 export const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 
 /** POST /token with a form body and optional Basic auth. */
-export function tokenRequest(app: TestApp, params: Record<string, string>, auth?: { id: string; secret?: string | undefined }) {
+export function tokenRequest(app: Pick<TestApp, 'app'>, params: Record<string, string>, auth?: { id: string; secret?: string | undefined }) {
   return app.app.inject({
     method: 'POST',
     url: '/token',
@@ -152,7 +152,7 @@ export function tokenRequest(app: TestApp, params: Record<string, string>, auth?
 }
 
 /** A user with a password login on a confidential body-delivery client: returns the token response. */
-export async function passwordLogin(app: TestApp, client: { id: string; secret?: string | undefined }, username: string, password: string, scope = 'openid read') {
+export async function passwordLogin(app: Pick<TestApp, 'app'>, client: { id: string; secret?: string | undefined }, username: string, password: string, scope = 'openid read') {
   const res = await tokenRequest(app, { grant_type: 'password', username, password, scope }, client)
   if (res.statusCode !== 200) throw new Error(`login failed: ${res.statusCode} ${res.body}`)
   return res.json() as { access_token: string; refresh_token: string; id_token?: string; scope: string; expires_in: number }

@@ -25,6 +25,8 @@ const CONFIG_VARS = new Set([...CONFIG_VARIABLES.map((v) => v.name), 'TESSERA_TE
 export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !CONFIG_VARS.has(k)) env[k] = v
+  // Log lines are parsed (checkLogs): JSON even in development, where the default is readable lines.
+  env.LOG_FORMAT = 'json'
   return env
 }
 

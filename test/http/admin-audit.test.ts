@@ -225,7 +225,7 @@ t.test('bad parameters → 400 invalid_request with a clear message; unknown use
   }
   const unknown = await audit(app, admin, '?user=mallory')
   t.equal(unknown.statusCode, 404)
-  t.same(unknown.json(), { error: 'not_found', error_description: 'no such user' })
+  t.same(unknown.json(), { error: 'invalid_request', error_description: 'no such user' })
   t.equal((await audit(app, admin, '?cursor=9223372036854775807&limit=1000&type=&since=2026-02-28')).statusCode, 200, 'the largest cursor, the largest page; an empty parameter is absent')
   t.equal((await audit(app, admin, '?until=2024-02-29T23:59:59.999999Z')).statusCode, 200, 'a leap day, microseconds')
   t.equal((await audit(app, admin, '?unknown=1')).statusCode, 200, 'unknown parameters are ignored')

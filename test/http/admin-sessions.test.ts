@@ -426,7 +426,7 @@ t.test('bad parameters → 400 invalid_request; unknown user or session → 404;
   for (const [name, method, url, description] of missing) {
     const res = await call(app, method, url, admin)
     t.equal(res.statusCode, 404, `${name}: 404`)
-    t.same(res.json(), { error: 'not_found', error_description: description })
+    t.same(res.json(), { error: 'invalid_request', error_description: description })
   }
   for (const [method, url, allow] of [['POST', `/admin/users/${alice.id}/sessions`, 'GET, DELETE'], ['GET', '/admin/sessions/00000000-0000-4000-8000-000000000000', 'DELETE'], ['PUT', '/admin/sessions/x', 'DELETE']] as const) {
     const res = await call(app, method, url, admin)

@@ -251,7 +251,7 @@ t.test('#110 GET /refresh and HEAD /refresh → 405 with Allow: POST', async (t)
     t.equal(res.statusCode, 405, method)
     t.equal(res.headers.allow, 'POST', method)
     t.equal(res.headers['set-cookie'], undefined, method)
-    if (method === 'GET') t.same(res.json(), { error: 'method_not_allowed', error_description: 'use POST' })
+    if (method === 'GET') t.same(res.json(), { error: 'invalid_request', error_description: 'method not allowed: use POST' })
     else t.equal(res.body, '', 'HEAD has no body')
   }
   t.equal((await tokenRows(app))[0]!.used_at, null, 'nothing consumed')

@@ -20,14 +20,15 @@ function getJwks(app: TestApp | { app: TestApp['app'] }, headers: Record<string,
   return app.app.inject({ method: 'GET', url: JWKS_PATH, headers })
 }
 
-async function jwks(app: TestApp | { app: TestApp['app'] }): Promise<JWK[]> {
+/** The published keys; of one line (algorithm) when `line` is given. */
+async function jwks(app: TestApp | { app: TestApp['app'] }, line?: string): Promise<JWK[]> {
   const res = await getJwks(app)
   if (res.statusCode !== 200) throw new Error(`JWKS: ${res.statusCode}`)
-  return (res.json() as { keys: JWK[] }).keys
+  return (res.json() as { keys: JWK[] }).keys.filter((k) => line === undefined || k.alg === line)
 }
 
 /** Rotates to a new active key and makes this instance see it. */
-async function rotate(app: TestApp, alg: 'ES256' | 'RS256' = 'ES256') {
+async function rotate(app: TestApp, alg: 'ES256' | 'RS256' | 'EdDSA' = 'ES256') {
   const out = await rotateKey(app.database.db, keyOptions(app), alg)
   await app.services.keyring.reload()
   return out
@@ -76,20 +77,28 @@ t.test('#92 both discovery documents: the same document, exact issuer, endpoints
   for (const g of ['client_credentials', 'refresh_token', 'password']) t.ok(grants.includes(g), `grant_types_supported lists ${g}`)
   const algs = (jwksRes.json() as { keys: JWK[] }).keys.map((k) => k.alg).sort()
   t.same([...(doc.id_token_signing_alg_values_supported as string[])].sort(), [...new Set(algs)], 'signing algs are the JWKS key algs')
-  t.same(algs, [app.config.signingAlg])
+  t.same(algs, ['ES256', 'RS256'], 'one key per line: SIGNING_ALG for access tokens, RS256 for ID tokens')
+  t.ok((doc.id_token_signing_alg_values_supported as string[]).includes('RS256'), 'RS256 is supported for ID tokens (OIDC Core §15.1, Discovery §3)')
 })
 
-t.test('#92 id_token_signing_alg_values_supported follows the key set (rotation to RS256, then revoke)', async (t) => {
+t.test('one line per algorithm: SIGNING_ALG=RS256 makes one line that signs both kinds of token', async (t) => {
+  const app = await testApp(t, { env: { SIGNING_ALG: 'RS256' } })
+  t.same((await jwks(app)).map((k) => k.alg), ['RS256'])
+  t.same((await app.app.inject({ method: 'GET', url: DISCOVERY_PATHS[0]! })).json().id_token_signing_alg_values_supported, ['RS256'])
+  t.equal(decodeProtectedHeader(await accessToken(app)).alg, 'RS256')
+})
+
+t.test('#92 id_token_signing_alg_values_supported lists exactly the algorithms with an active key (a new EdDSA line, then its key revoked by hand)', async (t) => {
   const app = await testApp(t)
-  const first = (await jwks(app))[0]!
-  await rotate(app, 'RS256')
   const discovery = async () => (await app.app.inject({ method: 'GET', url: DISCOVERY_PATHS[0]! })).json().id_token_signing_alg_values_supported as string[]
   const keyAlgs = async () => [...new Set((await jwks(app)).map((k) => k.alg!))].sort()
+  t.same(await discovery(), ['ES256', 'RS256'])
+  const ed = await rotate(app, 'EdDSA')
+  t.same(await keyAlgs(), ['ES256', 'EdDSA', 'RS256'])
+  t.same(await discovery(), await keyAlgs())
+  await revokeKey(app, ed.kid)
   t.same(await keyAlgs(), ['ES256', 'RS256'])
-  t.same([...(await discovery())].sort(), await keyAlgs())
-  await revokeKey(app, first.kid!)
-  t.same(await keyAlgs(), ['RS256'])
-  t.same(await discovery(), ['RS256'])
+  t.same(await discovery(), ['ES256', 'RS256'])
 })
 
 t.test('#83 JWKS: public members only, kid = RFC 7638 thumbprint, alg, use sig, unique kids, jwk-set+json', async (t) => {
@@ -103,7 +112,7 @@ t.test('#83 JWKS: public members only, kid = RFC 7638 thumbprint, alg, use sig, 
   t.match(String(res.headers['cache-control']), /max-age=\d+/)
   const body = res.json() as { keys: JWK[] }
   t.same(Object.keys(body), ['keys'])
-  t.equal(body.keys.length, 3)
+  t.equal(body.keys.length, 4, 'two lines, each with a retired and an active key')
   for (const key of body.keys) {
     for (const m of PRIVATE_MEMBERS) t.notOk(m in key, `${key.kid}: no ${m}`)
     t.not(key.kty, 'oct', 'no symmetric keys')
@@ -122,10 +131,10 @@ t.test('#84 #86 after rotation both keys are published and a token signed before
   const app = await testApp(t)
   const before = await accessToken(app)
   const oldKid = decodeProtectedHeader(before).kid!
-  t.same((await jwks(app)).map((k) => k.kid), [oldKid])
+  t.same((await jwks(app, 'ES256')).map((k) => k.kid), [oldKid])
   const { kid: newKid, retired } = await rotate(app)
   t.same(retired, [oldKid])
-  const keys = await jwks(app)
+  const keys = await jwks(app, 'ES256')
   t.same(keys.map((k) => k.kid).sort(), [oldKid, newKid].sort(), 'retired and active keys are both published')
   const set = createLocalJWKSet({ keys })
   const { payload, protectedHeader } = await jwtVerify(before, set, { issuer: ISSUER, typ: 'at+jwt' })
@@ -136,7 +145,7 @@ t.test('#84 #86 after rotation both keys are published and a token signed before
   const after = await accessToken(app)
   t.equal(decodeProtectedHeader(after).kid, newKid, 'new tokens are signed by the new key')
   t.equal((await jwtVerify(after, set, { issuer: ISSUER, typ: 'at+jwt' })).protectedHeader.kid, newKid)
-  const states = await app.database.db.selectFrom('signing_key').select(['kid', 'state']).execute()
+  const states = await app.database.db.selectFrom('signing_key').select(['kid', 'state']).where('alg', '=', 'ES256').execute()
   t.same(Object.fromEntries(states.map((r) => [r.kid, r.state])), { [oldKid]: 'retired', [newKid]: 'active' })
 })
 
@@ -147,21 +156,21 @@ t.test('#84 #87 a revoked key disappears from the JWKS; tokens it signed no long
   const { kid: newKid } = await rotate(app)
   await revokeKey(app, oldKid)
   const keys = await jwks(app)
-  t.same(keys.map((k) => k.kid), [newKid], 'only the live key')
+  t.same(keys.filter((k) => k.alg === 'ES256').map((k) => k.kid), [newKid], 'only the live key of its line')
   await t.rejects(jwtVerify(before, createLocalJWKSet({ keys }), { issuer: ISSUER }), 'the revoked key cannot verify from the JWKS')
   await t.rejects(verifyAccessToken(app.services.keyring, ISSUER, undefined, before, nowSeconds()), { code: 'invalid_token' }, "Tessera's own verifier refuses it")
 })
 
 t.test('#84 a pending key is published before it signs', async (t) => {
   const app = await testApp(t)
-  const activeKid = (await jwks(app))[0]!.kid!
+  const activeKid = (await jwks(app, 'ES256'))[0]!.kid!
   const pending = await generateSigningKey('ES256', kek)
   await app.database.db
     .insertInto('signing_key')
     .values({ kid: pending.kid, alg: pending.alg, state: 'pending', public_jwk: JSON.stringify(pending.publicJwk), private_key_enc: pending.privateKeyEnc, kek_id: pending.kekId })
     .execute()
   await app.services.keyring.reload()
-  t.same((await jwks(app)).map((k) => k.kid).sort(), [activeKid, pending.kid].sort())
+  t.same((await jwks(app, 'ES256')).map((k) => k.kid).sort(), [activeKid, pending.kid].sort())
   const token = await accessToken(app)
   t.equal(decodeProtectedHeader(token).kid, activeKid, 'the pending key does not sign')
 })
@@ -239,7 +248,7 @@ t.test('#145 two instances on one database serve the same JWKS body and ETag', a
     return a
   }
   const before = await compare('initial')
-  t.equal(await app.database.db.selectFrom('signing_key').select('kid').execute().then((r) => r.length), 1, 'the second instance made no key of its own')
+  t.equal(await app.database.db.selectFrom('signing_key').select('kid').execute().then((r) => r.length), 2, 'the second instance made no key of its own (one per line)')
   await rotate(app, 'RS256')
   await second.services.keyring.reload()
   const after = await compare('after rotation')
@@ -253,7 +262,7 @@ t.test('POST (and other methods) on the JWKS and discovery → 405 with Allow: G
       const res = await app.app.inject({ method, url })
       t.equal(res.statusCode, 405, `${method} ${url}`)
       t.equal(res.headers.allow, 'GET')
-      t.same(res.json(), { error: 'method_not_allowed', error_description: 'use GET' })
+      t.same(res.json(), { error: 'invalid_request', error_description: 'method not allowed: use GET' })
     }
   }
 })

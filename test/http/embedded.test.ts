@@ -176,7 +176,7 @@ t.test('the data folder persists across restarts and is locked to one process (#
     t.equal(res.code, 0, res.stderr)
     const users = JSON.parse(res.stdout) as Record<string, unknown>[]
     t.equal(users.length, 1)
-    t.same(Object.keys(users[0]!).sort(), ['created_at', 'disabled', 'id', 'roles', 'username'], 'no password hash')
+    t.same(Object.keys(users[0]!).sort(), ['created_at', 'disabled', 'email', 'email_verified', 'id', 'name', 'roles', 'username'], 'no password hash')
     t.match(users[0], { id: userId, username: 'alice', roles: [], disabled: false })
     t.notOk(existsSync(lockFile), 'the command released the lock when it ended')
   })

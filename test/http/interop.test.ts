@@ -41,7 +41,7 @@ const verifyAt = (token: string, jwks: ReturnType<typeof createRemoteJWKSet>, is
   jwtVerify(token, jwks, { issuer, audience: API, typ: 'at+jwt' })
 
 async function activeKid(app: TestApp): Promise<string> {
-  const row = await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').executeTakeFirstOrThrow()
+  const row = await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').where('alg', '=', 'ES256').executeTakeFirstOrThrow()
   return row.kid
 }
 
@@ -51,7 +51,7 @@ t.test('openid-client discovers Tessera and runs client_credentials; jose verifi
   t.equal(meta.issuer, issuer, 'issuer is exact, no trailing slash')
   t.equal(meta.token_endpoint, `${issuer}/token`)
   t.equal(meta.jwks_uri, `${issuer}/.well-known/jwks.json`)
-  t.same(meta.id_token_signing_alg_values_supported, ['ES256'], 'the algorithm of the key actually used')
+  t.same(meta.id_token_signing_alg_values_supported, ['ES256', 'RS256'], 'the algorithms with an active key: the access-token line and RS256')
 
   const tokens = await oidc.clientCredentialsGrant(config, { scope: 'read' })
   t.equal(tokens.token_type, 'bearer')
@@ -95,8 +95,8 @@ t.test('after a key rotation, tokens of the old and the new key both verify thro
   t.equal(va.protectedHeader.kid, oldKid, 'the retired key is still published: the old token still verifies')
   t.equal(counter.fetches, 2, 'no further fetch for a known kid')
 
-  const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }
-  t.same(published.keys.map((k) => k.kid).sort(), [oldKid, rotated.kid].sort())
+  const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: { kid: string; alg: string }[] }
+  t.same(published.keys.filter((k) => k.alg === 'ES256').map((k) => k.kid).sort(), [oldKid, rotated.kid].sort())
 })
 
 t.test('a token minted right after `keys rotate` verifies with jose defaults: a new key is published before it signs (#85)', async (t) => {
@@ -117,8 +117,8 @@ t.test('a token minted right after `keys rotate` verifies with jose defaults: a 
   )
   t.equal(outcome, 'verified', 'a resource server with a cached JWKS accepts the new token')
   t.equal(counter.fetches, 1, 'without fetching the JWKS again')
-  const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }
-  t.same(published.keys.map((k) => k.kid).sort(), [oldKid, rotated.kid].sort(), 'the pending key is published already')
+  const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: { kid: string; alg: string }[] }
+  t.same(published.keys.filter((k) => k.alg === 'ES256').map((k) => k.kid).sort(), [oldKid, rotated.kid].sort(), 'the pending key is published already')
 })
 
 t.test('openid-client: password grant, refresh rotation with a new refresh token, and userinfo for the expected sub', async (t) => {
@@ -150,6 +150,45 @@ t.test('openid-client: password grant, refresh rotation with a new refresh token
   t.match(payload, { sub: alice.id, client_id: client.id, scope: 'openid read', sid: String })
   t.same(payload.aud, [API, issuer], 'openid adds the issuer (userinfo) to the audience')
 })
+
+t.test('ID tokens are RS256 by default: openid-client with no algorithm configured (its RS256 fallback) accepts them, jose verifies them through the JWKS; a client registered for ES256 gets ES256 (OIDC Core §15.1)', async (t) => {
+  const { app, issuer, client } = await served(t)
+  const alice = await app.createUser('alice', PASSWORD)
+  // Metadata without id_token_signing_alg_values_supported, client metadata without an alg: openid-client's last fallback is RS256.
+  const bare = (clientId: string, secret: string, metadata: Partial<oidc.ClientMetadata> = {}) =>
+    new oidc.Configuration({ issuer, token_endpoint: `${issuer}/token`, jwks_uri: `${issuer}/.well-known/jwks.json` }, clientId, { client_secret: secret, ...metadata }, oidc.ClientSecretBasic(secret))
+  const defaults = bare(client.id, client.secret!)
+  oidc.allowInsecureRequests(defaults)
+  const tokens = await oidc.genericGrantRequest(defaults, 'password', { username: 'alice', password: PASSWORD, scope: 'openid' })
+  t.match(tokens.claims(), { iss: issuer, sub: alice.id, aud: client.id })
+  const rsJwks = createRemoteJWKSet(new URL(`${issuer}/.well-known/jwks.json`))
+  const { protectedHeader } = await jwtVerify(tokens.id_token!, rsJwks, { issuer, audience: client.id, algorithms: ['RS256'] })
+  t.equal(protectedHeader.alg, 'RS256')
+  const rsKid = (await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').where('alg', '=', 'RS256').executeTakeFirstOrThrow()).kid
+  t.equal(protectedHeader.kid, rsKid, 'signed by the RS256 line')
+  t.equal(decodeProtectedHeader(tokens.access_token).alg, 'ES256', 'the access token keeps SIGNING_ALG')
+
+  const es = await app.createClient({ idTokenSignedResponseAlg: 'ES256' })
+  const esTokens = await tokenRequestJson(issuer, es, { grant_type: 'password', username: 'alice', password: PASSWORD, scope: 'openid' })
+  t.equal(decodeProtectedHeader(esTokens.id_token).alg, 'ES256', 'a client registered for ES256 gets ES256 ID tokens')
+  const esDefault = bare(es.id, es.secret!)
+  oidc.allowInsecureRequests(esDefault)
+  const refused = await oidc.genericGrantRequest(esDefault, 'password', { username: 'alice', password: PASSWORD, scope: 'openid' }).then(
+    () => undefined,
+    (err: Error & { cause?: { message?: string; cause?: { message?: string } } }) => [err.message, err.cause?.message, err.cause?.cause?.message].join(' | '),
+  )
+  t.match(refused, /unexpected JWT "alg"/, 'openid-client with its defaults refuses an ES256 ID token: the check is real')
+  const esConfigured = bare(es.id, es.secret!, { id_token_signed_response_alg: 'ES256' })
+  oidc.allowInsecureRequests(esConfigured)
+  const ok = await oidc.genericGrantRequest(esConfigured, 'password', { username: 'alice', password: PASSWORD, scope: 'openid' })
+  t.equal(ok.claims()!.sub, alice.id, 'and accepts it when configured for ES256')
+})
+
+async function tokenRequestJson(issuer: string, client: { id: string; secret?: string | undefined }, params: Record<string, string>) {
+  const res = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic ' + Buffer.from(`${client.id}:${client.secret}`).toString('base64') }, body: new URLSearchParams(params) })
+  if (res.status !== 200) throw new Error(`token: ${res.status} ${await res.text()}`)
+  return (await res.json()) as { id_token: string; access_token: string }
+}
 
 t.test('openid-client tokenRevocation of a refresh token: the refresh then fails with invalid_grant (#71)', async (t) => {
   const { app, config } = await served(t)
@@ -200,7 +239,7 @@ t.test('openid-client tokenIntrospection: a live access token is active with its
   const ccInfo = await oidc.tokenIntrospection(config, cc.access_token)
   t.match(ccInfo, { active: true, client_id: client.id, sub: client.id, scope: 'read write', aud: API })
 
-  t.same(await oidc.tokenIntrospection(config, login.refresh_token!), { active: false }, 'refresh tokens are not introspected')
+  t.match(await oidc.tokenIntrospection(config, login.refresh_token!, { token_type_hint: 'refresh_token' }), { active: true, token_type: 'refresh_token', client_id: client.id, scope: 'openid read' }, "the holder's live refresh token introspects as active (RFC 7662 §2.1)")
   t.same(await oidc.tokenIntrospection(config, 'not.a.token'), { active: false })
 
   await oidc.tokenRevocation(config, login.access_token)

@@ -38,8 +38,16 @@ async function setup(t: Test, opts: Parameters<typeof testApp>[1] = {}) {
   return { app, admin, call: caller(app, () => token), refresh }
 }
 
-const jwksKids = async (app: App) => (JSON.parse((await app.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).body) as { keys: JWK[] }).keys.map((k) => k.kid!).sort()
-const activeKid = async (app: TestApp) => (await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').executeTakeFirstOrThrow()).kid
+/** An answer without its `propagation` member (checked on its own where it matters). */
+const changeOf = (res: { json(): any }) => { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { propagation, ...rest } = res.json()
+  return rest
+}
+
+/** The published kids of a line (default: the access-token line). */
+const jwksKids = async (app: App, line = 'ES256') => (JSON.parse((await app.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })).body) as { keys: JWK[] }).keys.filter((k) => k.alg === line).map((k) => k.kid!).sort()
+/** The active key of a line (default: the access-token line). */
+const activeKid = async (app: TestApp, line = 'ES256') => (await app.database.db.selectFrom('signing_key').select('kid').where('state', '=', 'active').where('alg', '=', line).executeTakeFirstOrThrow()).kid
 const stateOf = async (app: TestApp, kid: string) => (await app.database.db.selectFrom('signing_key').select('state').where('kid', '=', kid).executeTakeFirstOrThrow()).state
 
 /** Every column of every signing_key row as text, for grepping. */
@@ -84,9 +92,10 @@ t.test('GET /admin/keys lists state and dates, never key material', async (t) =>
   t.equal(res.statusCode, 200)
   t.equal(res.headers['cache-control'], 'no-store')
   const keys = res.json().keys as Record<string, unknown>[]
-  t.equal(keys.length, 1)
-  t.same(Object.keys(keys[0]!).sort(), ['activate_at', 'activated_at', 'alg', 'created_at', 'kek_id', 'kid', 'remove_at', 'removed_at', 'retired_at', 'revoked_at', 'revoked_reason', 'state'])
-  t.match(keys[0], { kid: await activeKid(app), alg: 'ES256', state: 'active', activated_at: String, kek_id: 'test' })
+  t.same(keys.map((k) => k.alg).sort(), ['ES256', 'RS256'], 'one key per line')
+  for (const k of keys) t.same(Object.keys(k).sort(), ['activate_at', 'activated_at', 'alg', 'created_at', 'kek_id', 'kid', 'remove_at', 'removed_at', 'retired_at', 'revoked_at', 'revoked_reason', 'state'])
+  t.match(keys.find((k) => k.alg === 'ES256'), { kid: await activeKid(app), alg: 'ES256', state: 'active', activated_at: String, kek_id: 'test' })
+  t.match(keys.find((k) => k.alg === 'RS256'), { kid: await activeKid(app, 'RS256'), state: 'active' })
   t.notOk(/"d"|private/.test(res.body), 'no private member, no ciphertext')
 })
 
@@ -103,15 +112,18 @@ t.test('POST /admin/keys/rotate: scheduled by default (pending, idempotent), imm
   t.same(await jwksKids(app), [first, pending.kid].sort(), 'published at once on this instance')
   t.match((await call('POST', '/admin/keys/rotate', { alg: 'ES256' })).json(), { kid: pending.kid, created: false }, 'a rotation is scheduled already: the same key')
   const rs = (await call('POST', '/admin/keys/rotate', { alg: 'RS256' })).json()
-  t.match(rs, { alg: 'RS256', state: 'pending', created: true, withdrawn: pending.kid }, 'another alg: the pending key (it never signed) is withdrawn for a new one')
-  t.equal(await stateOf(app, pending.kid), 'removed')
-  t.same(await jwksKids(app), [first, rs.kid].sort())
+  t.match(rs, { alg: 'RS256', state: 'pending', created: true }, 'alg names the line: the RS256 line schedules its own rotation')
+  t.equal(await stateOf(app, pending.kid), 'pending', 'the ES256 pending key is untouched')
+  t.same(await jwksKids(app), [first, pending.kid].sort())
+  t.ok((await jwksKids(app, 'RS256')).includes(rs.kid), 'published at once')
 
+  const rsActive = await activeKid(app, 'RS256')
   const r3 = await call('POST', '/admin/keys/rotate', { immediate: true, alg: 'RS256' })
-  t.same(r3.json(), { kid: rs.kid, alg: 'RS256', state: 'active', retired: [first], prepublished: false }, 'immediate: the pending key is promoted (published just now: not every cache has it)')
-  t.equal(decodeProtectedHeader(await refresh()).kid, rs.kid, 'and signs at once')
+  t.same(changeOf(r3), { kid: rs.kid, alg: 'RS256', state: 'active', retired: [rsActive], prepublished: false }, "immediate: the line's pending key is promoted (published just now: not every cache has it)")
+  t.equal(decodeProtectedHeader(await refresh()).kid, first, 'access tokens are still signed by the ES256 key')
   const r4 = await call('POST', '/admin/keys/rotate', { immediate: true })
-  t.match(r4.json(), { alg: 'RS256', state: 'active', retired: [rs.kid], prepublished: false }, 'no pending key: a new one, of the active key\'s alg (not SIGNING_ALG)')
+  t.same(changeOf(r4), { kid: pending.kid, alg: 'ES256', state: 'active', retired: [first], prepublished: false }, 'without alg: the SIGNING_ALG line, its pending key promoted')
+  t.equal(decodeProtectedHeader(await refresh()).kid, pending.kid, 'and signs at once')
   for (const bad of [{ alg: 'HS256' }, { alg: 5 }, { immediate: 'yes' }, [1], 'x']) {
     const res = await call('POST', '/admin/keys/rotate', bad)
     t.equal(res.statusCode, 400, `${JSON.stringify(bad)}: 400`)
@@ -126,14 +138,21 @@ t.test('POST /admin/keys/{kid}/revoke (#87): out of the JWKS at once, a successo
 
   // Revoke the pending key: gone from the JWKS, the active key is untouched.
   const rp = await call('POST', `/admin/keys/${pending}/revoke`)
-  t.same(rp.json(), { kid: pending, state: 'revoked', already_revoked: false, successor: null, successor_prepublished: null })
+  t.same(changeOf(rp), { kid: pending, alg: 'ES256', state: 'revoked', already_revoked: false, successor: null, successor_prepublished: null })
   t.same(await jwksKids(app), [first])
 
   // Schedule another, then revoke the active key: the pending one is promoted at once.
   const next = (await call('POST', '/admin/keys/rotate')).json().kid as string
   const ra = await call('POST', `/admin/keys/${first}/revoke`, { reason: 'leaked in a log' })
   t.equal(ra.statusCode, 200)
-  t.same(ra.json(), { kid: first, state: 'revoked', already_revoked: false, successor: next, successor_prepublished: false }, 'published a moment ago: not every cache has it')
+  t.same(changeOf(ra), { kid: first, alg: 'ES256', state: 'revoked', already_revoked: false, successor: next, successor_prepublished: false }, 'published a moment ago: not every cache has it')
+  t.same(ra.json().propagation, {
+    version: ra.json().propagation.version,
+    confirmed: [{ instance: app.services.changes.identity.instanceId, host: app.services.changes.identity.host, pid: process.pid, change_version: ra.json().propagation.version }],
+    unconfirmed: [],
+    stale: [],
+    waited_ms: ra.json().propagation.waited_ms,
+  }, 'the one instance applied the revoke before it answered')
   t.same(await jwksKids(app), [next], 'the revoked key left the JWKS at once')
   t.equal((await call('GET', '/admin/keys')).statusCode, 401, 'the admin token signed by the revoked key is refused')
   t.equal(decodeProtectedHeader(await refresh()).kid, next, 'the successor signs')
@@ -148,7 +167,7 @@ t.test('POST /admin/keys/{kid}/revoke (#87): out of the JWKS at once, a successo
   const metrics = await app.app.inject({ method: 'GET', url: '/metrics' })
   t.match(metrics.body, /^tessera_signing_keys_revoked_total 2$/m, 'counted in /metrics')
 
-  t.same((await call('POST', `/admin/keys/${first}/revoke`)).json(), { kid: first, state: 'revoked', already_revoked: true, successor: null, successor_prepublished: null }, 'twice: nothing more happens')
+  t.same(changeOf(await call('POST', `/admin/keys/${first}/revoke`)), { kid: first, alg: 'ES256', state: 'revoked', already_revoked: true, successor: null, successor_prepublished: null }, 'twice: nothing more happens')
   // Revoking the active key with nothing pending makes a new key.
   const rn = (await call('POST', `/admin/keys/${next}/revoke`)).json()
   t.ok(rn.successor && rn.successor !== next && rn.successor !== first, 'a brand-new successor')
@@ -158,7 +177,7 @@ t.test('POST /admin/keys/{kid}/revoke (#87): out of the JWKS at once, a successo
   for (const kid of ['nope', 'x'.repeat(43), '..%2F..%2Fetc', "'or'1'='1"]) {
     const res = await call('POST', `/admin/keys/${kid}/revoke`)
     t.equal(res.statusCode, 404, `${kid}: 404`)
-    t.same(res.json(), { error: 'not_found', error_description: 'no such key' })
+    t.same(res.json(), { error: 'invalid_request', error_description: 'no such key' })
   }
   const long = await call('POST', `/admin/keys/${rn.successor}/revoke`, { reason: 'r'.repeat(201) })
   t.equal(long.statusCode, 400)
@@ -192,7 +211,7 @@ t.test('POST /admin/keys/import: PEM and JWK, private or public-only; only signi
   const imported = await call('POST', '/admin/keys/import', { pem: ecPem })
   t.equal(imported.statusCode, 201, imported.body)
   const ecKid = imported.json().kid as string
-  t.same(imported.json(), { kid: ecKid, alg: 'ES256', state: 'pending', retired: [] }, 'pending by default')
+  t.same(changeOf(imported), { kid: ecKid, alg: 'ES256', state: 'pending', retired: [] }, 'pending by default')
   const row = await app.database.db.selectFrom('signing_key').selectAll().where('kid', '=', ecKid).executeTakeFirstOrThrow()
   t.equal(row.activate_at!.getTime(), now + app.services.keyring.policy.publishLeadSeconds * 1000)
   t.same(Object.keys(row.public_jwk).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y'])
@@ -204,7 +223,7 @@ t.test('POST /admin/keys/import: PEM and JWK, private or public-only; only signi
   const rsaJwk = rsa.privateKey.export({ format: 'jwk' }) as JWK
   const ra = await call('POST', '/admin/keys/import', { jwk: { ...rsaJwk, kid: 'from-the-old-server' }, alg: 'PS256', state: 'active' })
   t.equal(ra.statusCode, 201, ra.body)
-  t.match(ra.json(), { alg: 'PS256', state: 'active', retired: [String] })
+  t.match(ra.json(), { alg: 'PS256', state: 'active', retired: [] }, 'the first key of a new PS256 line: no other line is touched')
   t.not(ra.json().kid, 'from-the-old-server', 'the kid is the RFC 7638 thumbprint, not the one supplied')
 
   // Public keys of another server, published for verification only.
@@ -217,7 +236,7 @@ t.test('POST /admin/keys/import: PEM and JWK, private or public-only; only signi
   const rp = await call('POST', '/admin/keys/import', { pem: ed.publicKey.export({ type: 'spki', format: 'pem' }), state: 'retired' })
   t.equal(rp.statusCode, 201, rp.body)
   t.match(rp.json(), { alg: 'EdDSA', state: 'retired' })
-  t.ok((await jwksKids(app)).includes(rp.json().kid))
+  t.ok((await jwksKids(app, 'EdDSA')).includes(rp.json().kid))
 
   const bad: [string, unknown][] = [
     ['nothing', {}],
@@ -269,10 +288,10 @@ t.test('KEK rotation: a new KEY_ENCRYPTION_KEY with the old one in KEY_ENCRYPTIO
   const res = await call2('POST', '/admin/keys/rewrap')
   t.equal(res.statusCode, 200, res.body)
   t.match(res.json(), { kek_id: 'kek-2027', unchanged: 0, failed: [] })
-  t.equal(res.json().rewrapped.length, 2, 'the active and the pending key')
+  t.equal(res.json().rewrapped.length, 3, 'the active key of each line and the pending key')
   const rows = await app.database.db.selectFrom('signing_key').select(['kid', 'kek_id', 'private_key_enc']).execute()
   t.ok(rows.every((r) => r.kek_id === 'kek-2027'))
-  t.same((await call2('POST', '/admin/keys/rewrap')).json(), { kek_id: 'kek-2027', rewrapped: [], unchanged: 2, failed: [] }, 'idempotent')
+  t.same(changeOf(await call2('POST', '/admin/keys/rewrap')), { kek_id: 'kek-2027', rewrapped: [], unchanged: 3, failed: [] }, 'idempotent')
 
   // Now the old KEK can go: an instance with only the new one starts and signs.
   const onlyNew = await instance(t, app, loadConfig(testEnv({ DATABASE_URL: app.databaseUrl!, KEY_ENCRYPTION_KEY: newKek })))
@@ -358,4 +377,27 @@ t.test('Keyring.reload: callers during a running load share ONE follow-up load t
   t.equal(loads, 2, 'two loads, one after the other')
   await ring.reload()
   t.equal(loads, 3)
+})
+
+t.test('POST /admin/keys/lines/{alg}/retire ends a line started by hand; configured lines and bad algs are 400; audited with the admin', async (t) => {
+  const { app, admin, call } = await setup(t)
+  const started = await call('POST', '/admin/keys/rotate', { immediate: true, alg: 'PS256' })
+  t.equal(started.statusCode, 200, started.body)
+  t.match(started.json(), { alg: 'PS256', state: 'active', retired: [] }, 'a new PS256 line')
+  const res = await call('POST', '/admin/keys/lines/PS256/retire')
+  t.equal(res.statusCode, 200, res.body)
+  t.same(changeOf(res), { alg: 'PS256', retired: [started.json().kid], withdrawn: [] })
+  t.match(res.json().propagation, { confirmed: [{ instance: app.services.changes.identity.instanceId }], unconfirmed: [] }, 'applied by this instance before it answered')
+  t.equal(res.headers['cache-control'], 'no-store')
+  t.equal(await stateOf(app, started.json().kid), 'retired')
+  t.ok((await jwksKids(app, 'PS256')).includes(started.json().kid), 'still published for the retention')
+  for (const [url, re] of [['/admin/keys/lines/RS256/retire', /RS256 line is one this configuration signs with/], ['/admin/keys/lines/ES256/retire', /cannot be retired/], ['/admin/keys/lines/HS256/retire', /alg must be one of/]] as const) {
+    const bad = await call('POST', url)
+    t.equal(bad.statusCode, 400, url)
+    t.equal(bad.json().error, 'invalid_request')
+    t.match(bad.json().error_description, re)
+  }
+  const audit = await app.database.db.selectFrom('audit_event').select(['client_id', 'detail']).where('type', '=', 'signing_key.line_retired').execute()
+  t.match(audit, [{ client_id: admin.id, detail: { alg: 'PS256', via: 'admin_api' } }])
+  t.equal((await call('GET', '/admin/keys/lines/PS256/retire')).statusCode, 405)
 })

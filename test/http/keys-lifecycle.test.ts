@@ -13,8 +13,8 @@ import { openDatabase } from '../../src/db/connect.js'
 import type { SigningKeyRow } from '../../src/db/schema.js'
 import { kekSet, parseKek } from '../../src/keys/kek.js'
 import type { KeyPolicy } from '../../src/keys/policy.js'
-import { revokeKey, rotateKey, runKeySchedule, scheduleRotation, type KeyOptions } from '../../src/keys/lifecycle.js'
-import { basic, FORM, form, ISSUER, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
+import { retireLine, revokeKey, rotateKey, runKeySchedule, scheduleRotation, type KeyOptions } from '../../src/keys/lifecycle.js'
+import { basic, FORM, form, ISSUER, passwordLogin, TEST_KEK, testApp, type TestApp } from '../helpers/app.js'
 import { ManualClock } from '../helpers/clock.js'
 
 const API = 'https://api.example.com'
@@ -47,19 +47,24 @@ function clock(start = Date.now()) {
 /** Key lifecycle options at `nowMs` with this file's KEK. */
 const at = (nowMs: number, policy: KeyPolicy): KeyOptions => ({ keks: kekSet(kek), policy, nowMs })
 
-async function rows(app: { database: TestApp['database'] }): Promise<SigningKeyRow[]> {
+/**
+ * One line's keys (default: the access-token line, ES256). The RS256 line (ID tokens) starts at
+ * the same instant and so runs in lockstep; the tests of both lines are at the end.
+ */
+async function rows(app: { database: TestApp['database'] }, line = 'ES256'): Promise<SigningKeyRow[]> {
   // Keys made at the same instant (the first key and its standby): the one that signed first, first.
-  return app.database.db.selectFrom('signing_key').selectAll().orderBy('created_at').orderBy(sql`activated_at asc nulls last`).orderBy('kid').execute()
+  return app.database.db.selectFrom('signing_key').selectAll().where('alg', 'like', line).orderBy('created_at').orderBy(sql`activated_at asc nulls last`).orderBy('kid').execute()
 }
 
-const states = async (app: TestApp) => (await rows(app)).map((r) => r.state)
+const states = async (app: TestApp, line = 'ES256') => (await rows(app, line)).map((r) => r.state)
 
 function getJwks(app: { app: TestApp['app'] }, headers: Record<string, string> = {}) {
   return app.app.inject({ method: 'GET', url: '/.well-known/jwks.json', headers })
 }
 
 const maxAgeOf = (cacheControl: unknown) => Number(/max-age=(\d+)/.exec(String(cacheControl))![1])
-const kidsOf = (body: string) => (JSON.parse(body) as { keys: JWK[] }).keys.map((k) => k.kid!).sort()
+/** The kids of one line in a JWKS body. */
+const kidsOf = (body: string, line = 'ES256') => (JSON.parse(body) as { keys: JWK[] }).keys.filter((k) => k.alg === line).map((k) => k.kid!).sort()
 
 async function clientToken(app: { app: TestApp['app'] }, client: { id: string; secret: string | undefined }, scope = 'read'): Promise<string> {
   const res = await app.app.inject({ method: 'POST', url: '/token', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ grant_type: 'client_credentials', scope }) })
@@ -185,10 +190,12 @@ function resourceServer(jwksUrl: string, now: () => number) {
   })
   return {
     stats: rs,
-    async verify(token: string, label: string) {
+    /** Verifies an access token (ES256 line), or an ID token for `idTokenFor` as a relying party pinned to RS256 would. */
+    async verify(token: string, label: string, idTokenFor?: string) {
       if (now() >= rs.expiresAt) await jwks.reload()
       try {
-        await jwtVerify(token, jwks, { issuer: ISSUER, audience: API, typ: 'at+jwt', currentDate: new Date(now()) })
+        const expect = idTokenFor === undefined ? { audience: API, typ: 'at+jwt', algorithms: ['ES256'] } : { audience: idTokenFor, typ: 'JWT', algorithms: ['RS256'] }
+        await jwtVerify(token, jwks, { issuer: ISSUER, ...expect, currentDate: new Date(now()) })
         rs.verified++
       } catch (err) {
         rs.failures.push(`${label}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`)
@@ -197,7 +204,7 @@ function resourceServer(jwksUrl: string, now: () => number) {
   }
 }
 
-t.test('rotation drill: a resource server honouring the cache headers verifies every token before, during and after two rotations (#85 #86 #89)', async (t) => {
+t.test('rotation drill: a resource server honouring the cache headers verifies every access token (ES256 line) and ID token (RS256 line) before, during and after two rotations of both lines (#85 #86 #89)', async (t) => {
   const c = clock()
   const app = await testApp(t, { clock: c.clock, env: ENV })
   const b = await secondInstance(t, app, c.clock)
@@ -205,12 +212,14 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
   const port = (app.app.server.address() as { port: number }).port
   const rs = resourceServer(`http://127.0.0.1:${port}/.well-known/jwks.json`, c.fn)
   const client = await app.createClient()
+  await app.createUser('drill', 'correct horse battery staple')
   const introspect = (token: string, via: { app: TestApp['app'] }) =>
     via.app.inject({ method: 'POST', url: '/introspect', headers: { ...FORM, authorization: basic(client.id, client.secret!) }, payload: form({ token }) }).then((r) => r.json().active as boolean)
 
-  const live: { token: string; exp: number; label: string }[] = []
+  const live: { token: string; exp: number; label: string; idTokenFor?: string }[] = []
   const samples: { at: number; etag: string; maxAge: number }[] = []
   const kidsSeen = new Set<string>()
+  const idKidsSeen = new Set<string>()
   const STEP = 30
   const steps = Math.ceil((2 * HOUR + RETENTION + 300) / STEP)
   let tesseraFailures = 0
@@ -224,14 +233,24 @@ t.test('rotation drill: a resource server honouring the cache headers verifies e
     const token = await clientToken(via, client)
     kidsSeen.add(decodeProtectedHeader(token).kid!)
     live.push({ token, exp: c.now + 900_000, label: `token ${i} (${i % 2 === 0 ? 'A' : 'B'})` })
+    // An ID token every fourth step (a password login: argon2id), from the other instance.
+    if (i % 4 === 0) {
+      const idToken = (await passwordLogin(i % 8 === 0 ? b : app, client, 'drill', 'correct horse battery staple', 'openid')).id_token!
+      idKidsSeen.add(decodeProtectedHeader(idToken).kid!)
+      live.push({ token: idToken, exp: c.now + 900_000, label: `id token ${i}`, idTokenFor: client.id })
+    }
     while (live.length > 0 && live[0]!.exp <= c.now) live.shift()
-    for (const l of live) await rs.verify(l.token, l.label)
-    // Tessera's own verifier agrees, on both instances (oldest and newest live token).
-    for (const l of [live[0]!, live[live.length - 1]!]) for (const inst of [app, b]) if (!(await introspect(l.token, inst))) tesseraFailures++
+    for (const l of live) await rs.verify(l.token, l.label, l.idTokenFor)
+    // Tessera's own verifier agrees, on both instances (oldest and newest live access token).
+    const access = live.filter((l) => l.idTokenFor === undefined)
+    for (const l of [access[0]!, access[access.length - 1]!]) for (const inst of [app, b]) if (!(await introspect(l.token, inst))) tesseraFailures++
   }
   const final = await rows(app)
   t.same(final.map((r) => r.state), ['removed', 'removed', 'active', 'pending'], 'two rotations happened: the first two keys came and went, a standby waits')
-  t.equal(kidsSeen.size, 3, 'tokens were signed by three keys in turn')
+  t.same((await rows(app, 'RS256')).map((r) => r.state), ['removed', 'removed', 'active', 'pending'], 'the RS256 line rotated twice too')
+  t.equal(kidsSeen.size, 3, 'access tokens were signed by three ES256 keys in turn')
+  t.equal(idKidsSeen.size, 3, 'ID tokens were signed by three RS256 keys in turn')
+  t.ok([...idKidsSeen].every((kid) => final.every((r) => r.kid !== kid)), 'no ID token was signed by an access-token key')
   t.same(rs.stats.failures, [], 'zero verification failures at the resource server')
   t.ok(rs.stats.verified > steps * 10, `${rs.stats.verified} verifications`)
   t.equal(tesseraFailures, 0, "Tessera's own introspection accepted every live token on both instances")
@@ -413,33 +432,71 @@ t.test('#87 revoke right after an activation: the standby is too fresh (publishe
   t.not(r2.successor, only)
 })
 
-t.test('successors keep the algorithm an operator rotated to: the standby, scheduled activations and an emergency revoke (explicit alg wins)', async (t) => {
+t.test('each algorithm is a key line of its own: rotating, scheduling or revoking one line leaves the other untouched; a line started by rotate is kept by the schedule', async (t) => {
   const c = clock()
   const app = await testApp(t, { clock: c.clock, env: ENV })
   const policy = app.services.keyring.policy
-  const algs = async () => (await rows(app)).filter((r) => r.state === 'active' || r.state === 'pending').map((r) => `${r.state}:${r.alg}`).sort()
-  t.same(await algs(), ['active:ES256', 'pending:ES256'])
-  const rotated = await rotateKey(app.database.db, at(c.now, policy), 'RS256')
-  t.match(rotated, { alg: 'RS256', promoted: false, prepublished: false }, 'an explicit alg wins over the ES256 standby')
-  await app.jobs.keySync.run()
-  t.same(await algs(), ['active:RS256', 'pending:ES256'], 'the ES256 standby stays (it never signed) until its time')
-  c.advance(HOUR)
-  await app.jobs.keySync.run()
-  t.same(await algs(), ['active:ES256', 'pending:ES256'], 'it activates on schedule; the next standby copies it')
+  const live = async () => (await rows(app, '%')).length
+  const lineOf = async (alg: string) => (await rows(app, alg)).filter((r) => r.state === 'active' || r.state === 'pending').map((r) => `${r.state}:${r.kid}`).sort()
+  const es = await lineOf('ES256')
+  const rsBefore = await lineOf('RS256')
+  t.equal(es.length, 2, 'ES256: active and standby')
+  t.equal(rsBefore.length, 2, 'RS256: active and standby')
 
-  // Withdraw the old-alg standby by scheduling an RS256 rotation; from then on everything is RS256.
-  const s = await scheduleRotation(app.database.db, at(c.now, policy), 'RS256')
-  t.match(s, { alg: 'RS256', state: 'pending', created: true, withdrawn: String })
-  t.equal(s.activateAt.getTime(), c.now + LEAD * 1000)
-  c.advance(LEAD)
+  const rotated = await rotateKey(app.database.db, at(c.now, policy), 'RS256')
+  t.match(rotated, { alg: 'RS256', promoted: true }, 'the RS256 standby signs its line')
+  t.same(await lineOf('ES256'), es, 'the ES256 line did not move')
+  const byDefault = await rotateKey(app.database.db, at(c.now, policy))
+  t.equal(byDefault.alg, 'ES256', 'without an alg: the access-token line (SIGNING_ALG)')
   await app.jobs.keySync.run()
-  t.same(await algs(), ['active:RS256', 'pending:RS256'], 'the standby published after an RS256 activation is RS256, not SIGNING_ALG')
-  const [active] = (await rows(app)).filter((r) => r.state === 'active')
-  await revokeKey(app.database.db, at(c.now, policy), (await rows(app)).find((r) => r.state === 'pending')!.kid)
-  const r = await revokeKey(app.database.db, at(c.now, policy), active!.kid)
-  t.equal((await rows(app)).find((x) => x.kid === r.successor)!.alg, 'RS256', 'a generated emergency successor has the revoked key\'s alg')
-  const now = await rotateKey(app.database.db, at(c.now, policy))
-  t.equal(now.alg, 'RS256', 'rotate --now without --alg keeps the active alg')
+  t.equal(app.services.keyring.activeSigner().kid, byDefault.kid)
+  t.equal(app.services.keyring.activeSigner('RS256').kid, rotated.kid)
+  t.equal((await lineOf('RS256')).length, 2, 'each line published its next standby')
+
+  const scheduled = await scheduleRotation(app.database.db, at(c.now, policy), 'RS256')
+  t.equal(scheduled.alg, 'RS256')
+  t.equal((await rows(app, 'ES256')).find((r) => r.state === 'pending')!.activate_at!.getTime(), c.now + HOUR * 1000, 'the ES256 standby keeps its own date')
+
+  const rsActive = app.services.keyring.activeSigner('RS256').kid
+  const revoked = await revokeKey(app.database.db, at(c.now, policy), rsActive)
+  t.match(revoked, { alg: 'RS256', successor: String })
+  t.equal((await rows(app, 'RS256')).find((r) => r.kid === revoked.successor)!.alg, 'RS256', 'the successor is of the revoked line')
+  await app.jobs.keySync.run()
+  t.equal(app.services.keyring.activeSigner().kid, byDefault.kid, 'access tokens are still signed by the same ES256 key')
+
+  // A third line, started by hand, lives on in the schedule (with its own standby), and shows in discovery.
+  const before = await live()
+  const ed = await rotateKey(app.database.db, at(c.now, policy), 'EdDSA')
+  t.match(ed, { alg: 'EdDSA', retired: [], promoted: false })
+  await app.jobs.keySync.run()
+  t.equal((await rows(app, 'EdDSA')).length, 2, 'EdDSA: active, and a standby from the schedule')
+  t.ok((await live()) > before)
+  const discovery = await app.app.inject({ method: 'GET', url: '/.well-known/openid-configuration' })
+  t.same(discovery.json().id_token_signing_alg_values_supported, ['ES256', 'EdDSA', 'RS256'], 'exactly the algorithms with an active key')
+  await revokeKey(app.database.db, at(c.now, policy), ed.kid)
+  await app.jobs.keySync.run()
+  t.equal((await rows(app, 'EdDSA')).filter((r) => r.state === 'active').length, 1, 'its standby took over')
+
+  // Ending the line: refused for a configured line and while a client's ID tokens use it.
+  await t.rejects(retireLine(app.database.db, at(c.now, policy), 'RS256'), /the RS256 line is one this configuration signs with/)
+  await t.rejects(retireLine(app.database.db, at(c.now, policy), 'ES256'), /cannot be retired/)
+  const rp = await app.createClient({ idTokenSignedResponseAlg: 'EdDSA' })
+  await t.rejects(retireLine(app.database.db, at(c.now, policy), 'EdDSA'), /1 enabled client\(s\) sign their ID tokens with EdDSA/)
+  await app.database.db.updateTable('client').set({ disabled_at: new Date() }).where('id', '=', rp.id).execute()
+  const edActive = (await rows(app, 'EdDSA')).find((r) => r.state === 'active')!.kid
+  const ended = await retireLine(app.database.db, at(c.now, policy), 'EdDSA', { actor: { via: 'cli' } })
+  t.same(ended.retired, [edActive], 'its active key is retired (its tokens verify until they expire)')
+  t.equal(ended.withdrawn.length, 1, 'its standby is withdrawn')
+  t.same(await retireLine(app.database.db, at(c.now, policy), 'EdDSA'), { alg: 'EdDSA', retired: [], withdrawn: [] }, 'idempotent')
+  const audit = await app.database.db.selectFrom('audit_event').select('detail').where('type', '=', 'signing_key.line_retired').execute()
+  t.equal(audit.length, 1, 'audited once')
+  await app.jobs.keySync.run()
+  t.same((await app.app.inject({ method: 'GET', url: '/.well-known/openid-configuration' })).json().id_token_signing_alg_values_supported, ['ES256', 'RS256'], 'discovery drops it')
+  t.ok(kidsOf((await getJwks(app)).body, 'EdDSA').includes(edActive), 'the retired key stays published for the retention')
+  c.advance(RETENTION)
+  await app.jobs.keySync.run()
+  t.same(kidsOf((await getJwks(app)).body, 'EdDSA'), [], 'then it is removed, and the line is not restarted')
+  t.equal((await rows(app, 'EdDSA')).filter((r) => r.state === 'active' || r.state === 'pending').length, 0)
 })
 
 t.test('keys rotate (scheduled) with a standby: the standby is the answer, activated as soon as it has been published for the lead', async (t) => {

@@ -38,18 +38,23 @@ t.test('three processes, one schedule: exactly one new key per rotation, the sam
     }
     await sleep(500)
   }
-  const { rows } = await sql.query<{ kid: string; state: string; created_at: Date; activated_at: Date | null }>('select kid, state, created_at, activated_at from signing_key order by created_at')
-  t.comment(rows.map((r) => `${r.state} created ${r.created_at.toISOString()} activated ${r.activated_at?.toISOString()}`).join('\n'))
-  t.ok(rows.length >= 4 && rows.length <= 5, `${rows.length} keys in 25 s: the initial one, its standby, and one standby per rotation`)
-  t.equal(rows.filter((r) => r.state === 'active').length, 1, 'one active key')
-  t.ok(rows.filter((r) => r.state === 'pending').length <= 1, 'at most one pending key')
-  t.ok(rows[1]!.created_at.getTime() - rows[0]!.created_at.getTime() < 8000, 'the first standby is published at start')
-  for (let i = 2; i < rows.length; i++) {
-    const gap = rows[i]!.created_at.getTime() - rows[i - 1]!.created_at.getTime()
-    t.ok(gap >= 8000, `key ${i} created ${gap} ms after key ${i - 1}: no instance made a second one`)
-  }
-  for (const r of rows.slice(1)) {
-    if (r.activated_at) t.ok(r.activated_at.getTime() - r.created_at.getTime() >= 1000, 'published at least the lead before it signed')
+  // Each key line (ES256 for access tokens, RS256 for ID tokens) runs its own schedule.
+  for (const line of ['ES256', 'RS256']) {
+    const { rows } = await sql.query<{ kid: string; state: string; created_at: Date; activated_at: Date | null }>('select kid, state, created_at, activated_at from signing_key where alg = $1 order by created_at', [line])
+    t.comment(`${line}:\n` + rows.map((r) => `${r.state} created ${r.created_at.toISOString()} activated ${r.activated_at?.toISOString()}`).join('\n'))
+    t.ok(rows.length >= 4 && rows.length <= 5, `${line}: ${rows.length} keys in 25 s: the initial one, its standby, and one standby per rotation`)
+    t.equal(rows.filter((r) => r.state === 'active').length, 1, `${line}: one active key`)
+    t.ok(rows.filter((r) => r.state === 'pending').length <= 1, `${line}: at most one pending key`)
+    t.ok(rows[1]!.created_at.getTime() - rows[0]!.created_at.getTime() < 8000, `${line}: the first standby is published at start`)
+    for (let i = 2; i < rows.length; i++) {
+      const gap = rows[i]!.created_at.getTime() - rows[i - 1]!.created_at.getTime()
+      // A rotation step that ran late on a loaded machine shortens the gap to the next one, but
+      // a second key made by another instance for the same step would follow within milliseconds.
+      t.ok(gap >= 2000, `${line}: key ${i} created ${gap} ms after key ${i - 1}: no instance made a second one`)
+    }
+    for (const r of rows.slice(1)) {
+      if (r.activated_at) t.ok(r.activated_at.getTime() - r.created_at.getTime() >= 1000, `${line}: published at least the lead before it signed`)
+    }
   }
 
   // Every instance serves the same key set, and every token verifies through it.

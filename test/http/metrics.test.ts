@@ -123,7 +123,7 @@ t.test('#122 the counters move after real requests, and only for what succeeded'
   t.equal(delta((s) => oauthErrors(s, 'invalid_grant')), 1, 'invalid_grant')
   t.equal(delta((s) => oauthErrors(s, 'unsupported_grant_type')), 1, 'unsupported_grant_type')
   t.equal(delta((s) => oauthErrors(s, 'invalid_client')), 1, 'invalid_client')
-  t.equal(delta((s) => oauthErrors(s, 'not_found')), 1, 'not_found')
+  t.equal(delta((s) => oauthErrors(s, 'invalid_request')), 1, 'invalid_request (the 404)')
   t.equal(delta((s) => requests(s, 'POST', '/token', 200)), 3, 'duration histogram: 3 successful POST /token')
   t.equal(delta((s) => requests(s, 'POST', '/token', 400)), 2, 'duration histogram: 2 POST /token 400')
   t.equal(delta((s) => requests(s, 'POST', '/login', 200)), 1, 'duration histogram: POST /login')

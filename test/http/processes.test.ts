@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { connect } from 'node:net'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import t from 'tap'
@@ -109,11 +109,59 @@ t.test('production mode refuses insecure settings', async (t) => {
     t.match(stderr, /KEY_ENCRYPTION_KEY/)
   })
 
+  t.test('no DATABASE_URL: the embedded database is refused unless asked for (ALLOW_EMBEDDED_DATABASE)', async (t) => {
+    const stderr = await refused(t, { ISSUER: 'https://auth.example.com', KEY_ENCRYPTION_KEY: TEST_KEK })
+    t.match(stderr, /DATABASE_URL is required in production: the embedded database keeps its data in DATA_DIR/)
+    t.match(stderr, /ALLOW_EMBEDDED_DATABASE=true/)
+  })
+
   t.test('an http ISSUER', async (t) => {
     const stderr = await refused(t, { ISSUER: 'http://x.example', KEY_ENCRYPTION_KEY: TEST_KEK })
     t.match(stderr, /ISSUER.*https/)
     t.notMatch(stderr, /KEY_ENCRYPTION_KEY/, 'the valid KEK is not a problem')
   })
+})
+
+t.test('production on the embedded database when asked for: it starts, and warns once where the data lives', async (t) => {
+  const dataDir = tmpDir(t)
+  const port = await freePort()
+  const { LOG_FORMAT: _format, ...base } = baseEnv()
+  const server = startServer(t, 'embedded-production', { ...base, NODE_ENV: 'production', HOST: '127.0.0.1', DATA_DIR: dataDir, ISSUER: 'https://auth.example.com', KEY_ENCRYPTION_KEY: TEST_KEK, ALLOW_EMBEDDED_DATABASE: 'true' }, port)
+  await waitReady(server, 60_000)
+  const out = server.stdout.join('').split('\n').filter((l) => l !== '')
+  t.ok(out.length > 0)
+  t.ok(out.every((l) => l.startsWith('{')), 'production logs are JSON lines (LOG_FORMAT unset: auto)')
+  const lines = out.map((l) => JSON.parse(l) as { level: number; msg: string; dataDir?: string })
+  const warnings = lines.filter((l) => /embedded database in production/.test(l.msg))
+  t.equal(warnings.length, 1, 'one warning')
+  t.match(warnings[0], { level: 40, dataDir: resolve(dataDir), msg: /one instance only/ })
+  t.ok(lines.every((l) => typeof l.msg === 'string'), 'production logs are JSON lines')
+  server.child.kill('SIGTERM')
+  t.same(await exitWithin(server, 15_000), { code: 0, signal: null })
+})
+
+t.test('development logs readable lines by default (pino-pretty), secrets still censored; LOG_FORMAT=json gives JSON lines', async (t) => {
+  const { LOG_FORMAT: _format, ...base } = baseEnv()
+  for (const format of ['auto', 'json'] as const) {
+    const port = await freePort()
+    const server = startServer(t, `development-${format}`, { ...base, NODE_ENV: 'development', DATA_DIR: tmpDir(t), ...(format === 'json' ? { LOG_FORMAT: 'json' } : {}) }, port)
+    await waitReady(server, 60_000)
+    // A refused request is logged (at info) with its outcome; its secret must not be.
+    const res = await fetch(`${server.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('nobody:s3cret-in-header').toString('base64')}` }, body: 'grant_type=password&username=alice&password=hunter2-in-body' })
+    t.equal(res.status, 401)
+    server.child.kill('SIGTERM')
+    t.same(await exitWithin(server, 15_000), { code: 0, signal: null })
+    const out = server.stdout.join('').split('\n').filter((l) => l !== '')
+    t.ok(out.length >= 2, `${format}: lines were written`)
+    if (format === 'auto') {
+      t.ok(out.every((l) => !l.startsWith('{')), 'no JSON line')
+      t.ok(out.some((l) => /INFO.*listening/i.test(l)), 'a readable level and message')
+      t.ok(out.some((l) => /\[\d\d:\d\d:\d\d\.\d{3}\]/.test(l)), 'a readable time')
+    } else {
+      t.ok(out.every((l) => l.startsWith('{') && typeof (JSON.parse(l) as { msg?: unknown }).msg === 'string'), 'JSON lines')
+    }
+    for (const secret of ['s3cret-in-header', 'hunter2-in-body']) t.notOk(out.join('\n').includes(secret), `${format}: ${secret} is not logged`)
+  }
 })
 
 t.test('two instances on one PostgreSQL', async (t) => {
@@ -141,22 +189,22 @@ t.test('two instances on one PostgreSQL', async (t) => {
   const b = startServer(t, 'B', env, portB)
   await Promise.all([waitReady(a, 60_000), waitReady(b, 60_000)])
 
-  // One active key and its published standby (scheduled rotation is on by default), each created
-  // once, published identically by both.
+  // Per key line (ES256 for access tokens, RS256 for ID tokens) one active key and its published
+  // standby (scheduled rotation is on by default), each created once, published identically by both.
   let [jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
-  for (const until = Date.now() + 3000; Date.now() < until && !(jwksA.jwks.keys.length === 2 && jwksA.etag === jwksB.etag); await sleep(100)) {
+  for (const until = Date.now() + 3000; Date.now() < until && !(jwksA.jwks.keys.length === 4 && jwksA.etag === jwksB.etag); await sleep(100)) {
     ;[jwksA, jwksB] = await Promise.all([getJwks(a.url), getJwks(b.url)])
   }
-  t.equal(jwksA.jwks.keys.length, 2, 'two keys: the active one and the standby')
+  t.equal(jwksA.jwks.keys.length, 4, 'two keys per line: the active one and the standby')
   t.ok(jwksA.etag, 'an ETag')
   t.equal(jwksA.etag, jwksB.etag, 'the same ETag on both instances')
   t.same(jwksA.jwks, jwksB.jwks)
-  const { rows: keyRows } = await sql.query<{ kid: string; state: string }>('select kid, state from signing_key order by state')
-  t.same(keyRows.map((r) => r.state), ['active', 'pending'], 'one active and one pending key row in the database')
-  t.same(keyRows.map((r) => r.kid).sort(), jwksA.jwks.keys.map((k) => k.kid!).sort(), 'both published')
-  const standby = keyRows.find((r) => r.state === 'pending')!.kid
-  const generated = [a, b].filter((p) => p.stdout.join('').includes('no signing key existed'))
-  t.equal(generated.length, 1, 'exactly one instance generated the key')
+  const { rows: keyRows } = await sql.query<{ kid: string; alg: string; state: string }>('select kid, alg, state from signing_key order by alg, state')
+  t.same(keyRows.map((r) => `${r.alg}:${r.state}`), ['ES256:active', 'ES256:pending', 'RS256:active', 'RS256:pending'], 'one active and one pending key row per line in the database')
+  t.same(keyRows.map((r) => r.kid).sort(), jwksA.jwks.keys.map((k) => k.kid!).sort(), 'all published')
+  const standby = keyRows.find((r) => r.state === 'pending' && r.alg === 'ES256')!.kid
+  const generated = [a, b].flatMap((p) => p.stdout.join('').match(/the (ES256|RS256) key line had no active key/g) ?? [])
+  t.same(generated.sort(), ['the ES256 key line had no active key', 'the RS256 key line had no active key'], 'exactly one key per line was generated, by one instance')
 
   // Log in on A, then 50 simultaneous refreshes of that token on A and B.
   const login = await token(a.url, client, { grant_type: 'password', username: 'alice', password: ALICE_PASSWORD, scope: 'openid read' })
@@ -186,13 +234,13 @@ t.test('two instances on one PostgreSQL', async (t) => {
   t.equal(newKid, standby, 'rotate --now promotes the long-published standby')
   const deadline = Date.now() + 3000
   let after = await Promise.all([getJwks(a.url), getJwks(b.url)])
-  while (Date.now() < deadline && !after.every((j) => j.jwks.keys.length === 3 && j.etag === after[0].etag)) {
+  while (Date.now() < deadline && !after.every((j) => j.jwks.keys.length === 5 && j.etag === after[0].etag)) {
     await sleep(100)
     after = await Promise.all([getJwks(a.url), getJwks(b.url)])
   }
   const [afterA, afterB] = after
-  t.equal(afterA.jwks.keys.length, 3, 'A publishes the retired, the active and the new standby key')
-  t.equal(afterB.jwks.keys.length, 3, 'B too')
+  t.equal(afterA.jwks.keys.length, 5, 'A publishes the retired, the active and the new standby key of ES256, and the RS256 pair')
+  t.equal(afterB.jwks.keys.length, 5, 'B too')
   t.equal(afterA.etag, afterB.etag, 'with the same ETag')
   t.not(afterA.etag, jwksA.etag, 'a new ETag')
   t.ok(afterA.jwks.keys.some((k) => k.kid === newKid), 'the new key is published')

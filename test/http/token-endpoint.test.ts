@@ -175,7 +175,7 @@ t.test('GET /token → 405, no tokens (#29)', async (t) => {
   for (const method of ['GET', 'PUT', 'DELETE'] as const) {
     t.test(method, async (t) => {
       const res = await app.app.inject({ method, url: `/token?${qs}` })
-      checkError(t, res, 405, 'method_not_allowed')
+      checkError(t, res, 405, 'invalid_request', 'method not allowed: use POST')
       t.equal(res.headers.allow, 'POST')
     })
   }
@@ -201,10 +201,15 @@ t.test('grant_type (#30)', async (t) => {
   })
 
   t.test('a grant Tessera does not serve (yet) → unsupported_grant_type', async (t) => {
-    for (const grant_type of ['authorization_code', 'implicit', 'urn:ietf:params:oauth:grant-type:jwt-bearer']) {
+    for (const grant_type of ['implicit', 'urn:ietf:params:oauth:grant-type:jwt-bearer']) {
       const res = await tokenRequest(app, { grant_type }, client)
       checkError(t, res, 400, 'unsupported_grant_type', `unsupported grant_type: ${grant_type}`)
     }
+  })
+
+  t.test('authorization_code for a client not registered for it → unauthorized_client (#31)', async (t) => {
+    const res = await tokenRequest(app, { grant_type: 'authorization_code', code: 'x' }, client)
+    checkError(t, res, 400, 'unauthorized_client', 'this client may not use authorization_code')
   })
 
   t.test('a very long unknown grant_type is not echoed in full', async (t) => {
@@ -369,7 +374,7 @@ t.test('empty and unknown parameters (#33, #34)', async (t) => {
   })
 })
 
-t.test('content types (#35): form only, else 400/415 with an RFC 6749 JSON error', async (t) => {
+t.test('content types (#35): form only, else 400 invalid_request (RFC 6749 §5.2)', async (t) => {
   const app = await testApp(t)
   const client = await app.createClient()
   const authz = { authorization: basic(client.id, client.secret!) }
@@ -385,17 +390,16 @@ t.test('content types (#35): form only, else 400/415 with an RFC 6749 JSON error
     checkError(t, res, 400, 'invalid_request', 'the body must be application/x-www-form-urlencoded')
   })
 
-  t.test('multipart/form-data → 415', async (t) => {
+  t.test('multipart/form-data → 400', async (t) => {
     const boundary = 'tessera-boundary'
     const payload = `--${boundary}\r\nContent-Disposition: form-data; name="grant_type"\r\n\r\nclient_credentials\r\n--${boundary}--\r\n`
     const res = await post(app, { headers: { ...authz, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload })
-    checkError(t, res, 415, 'unsupported_media_type')
+    checkError(t, res, 400, 'invalid_request', 'unsupported content type')
   })
 
-  t.test('no Content-Type → 400 or 415', async (t) => {
+  t.test('no Content-Type → 400', async (t) => {
     const res = await post(app, { headers: authz, payload: Buffer.from(form(params)) })
-    t.ok([400, 415].includes(res.statusCode), `got ${res.statusCode}`)
-    checkError(t, res, res.statusCode, res.statusCode === 415 ? 'unsupported_media_type' : 'invalid_request')
+    checkError(t, res, 400, 'invalid_request', 'unsupported content type')
   })
 
   t.test('no body at all → 400 invalid_request', async (t) => {
@@ -403,9 +407,9 @@ t.test('content types (#35): form only, else 400/415 with an RFC 6749 JSON error
     checkError(t, res, 400, 'invalid_request')
   })
 
-  t.test('a form in a charset other than UTF-8 → 415', async (t) => {
+  t.test('a form in a charset other than UTF-8 → 400', async (t) => {
     const res = await post(app, { headers: { ...authz, 'content-type': 'application/x-www-form-urlencoded; charset=iso-8859-1' }, payload: form(params) })
-    checkError(t, res, 415, 'unsupported_media_type', 'only UTF-8 form bodies are accepted')
+    checkError(t, res, 400, 'invalid_request', 'only UTF-8 form bodies are accepted')
   })
 
   t.test('a form with charset=UTF-8 is fine', async (t) => {
@@ -423,13 +427,13 @@ t.test('body limits (#36)', async (t) => {
     const payload = `grant_type=client_credentials&pad=${'a'.repeat(64 * 1024)}`
     const started = Date.now()
     const res = await post(app, { headers, payload })
-    checkError(t, res, 413, 'payload_too_large', 'the request body is too large')
+    checkError(t, res, 413, 'invalid_request', 'the request body is too large')
     t.ok(Date.now() - started < 5000, 'answered quickly')
   })
 
   t.test('a 10 MB body → 413', async (t) => {
     const res = await post(app, { headers, payload: Buffer.alloc(10 * 1024 * 1024, 'a') })
-    checkError(t, res, 413, 'payload_too_large')
+    checkError(t, res, 413, 'invalid_request', 'the request body is too large')
   })
 
   t.test('10,000 parameters (inside the size limit) → 400', async (t) => {
@@ -601,10 +605,10 @@ t.test('token response headers on success and error (#42) and error bodies (#44)
     ['unsupported_grant_type', tokenRequest(app, { grant_type: 'foo' }, client), 400],
     ['invalid_scope', tokenRequest(app, { grant_type: 'client_credentials', scope: 'admin' }, client), 400],
     ['invalid_grant', tokenRequest(app, { grant_type: 'refresh_token', refresh_token: 'tsr_' + 'x'.repeat(43) }, client), 400],
-    ['method_not_allowed', app.app.inject({ method: 'GET', url: '/token' }), 405],
+    ['invalid_request', app.app.inject({ method: 'GET', url: '/token' }), 405],
   ]
   for (const [code, pending, status] of errors) {
-    t.test(code, async (t) => checkError(t, await pending, status, code))
+    t.test(`${code} ${status}`, async (t) => checkError(t, await pending, status, code))
   }
 })
 

@@ -186,8 +186,30 @@ t.test('production refuses ARGON2_MEMORY_KIB below 19456; development allows it'
 
 t.test('production with several gaps reports them all', async (t) => {
   const e = configError({ NODE_ENV: 'production', COOKIE_SECURE: 'false', ARGON2_MEMORY_KIB: '8192' })
-  t.equal(e.problems.length, 4)
-  for (const v of ['ISSUER', 'KEY_ENCRYPTION_KEY', 'COOKIE_SECURE', 'ARGON2_MEMORY_KIB']) t.ok(e.problems.some((p) => p.startsWith(v)), v)
+  t.equal(e.problems.length, 5)
+  for (const v of ['ISSUER', 'KEY_ENCRYPTION_KEY', 'DATABASE_URL', 'COOKIE_SECURE', 'ARGON2_MEMORY_KIB']) t.ok(e.problems.some((p) => p.startsWith(v)), v)
+})
+
+t.test('LOG_FORMAT: readable in development, JSON in production and test; pretty is refused in production', async (t) => {
+  t.equal(loadConfig({ NODE_ENV: 'development' }).logFormat, 'pretty')
+  t.equal(loadConfig({ NODE_ENV: 'development', LOG_FORMAT: 'json' }).logFormat, 'json')
+  t.equal(loadConfig({ NODE_ENV: 'test' }).logFormat, 'json')
+  t.equal(loadConfig({ NODE_ENV: 'test', LOG_FORMAT: 'pretty' }).logFormat, 'pretty')
+  const prod = { NODE_ENV: 'production', ISSUER: 'https://auth.example.com', KEY_ENCRYPTION_KEY: 'A'.repeat(43), DATABASE_URL: 'postgres://x/y' }
+  t.equal(loadConfig(prod).logFormat, 'json')
+  t.equal(loadConfig({ ...prod, LOG_FORMAT: 'json' }).logFormat, 'json')
+  t.same(configError({ ...prod, LOG_FORMAT: 'pretty' }).problems, ['LOG_FORMAT=pretty is for development: production logs JSON lines (LOG_FORMAT=json or auto)'])
+  t.match(configError({ LOG_FORMAT: 'colour' }).problems[0], /^LOG_FORMAT must be one of/)
+})
+
+t.test('production refuses the embedded database unless ALLOW_EMBEDDED_DATABASE=true; development uses it by default', async (t) => {
+  const { DATABASE_URL: _, ...embedded } = PROD
+  const e = configError(embedded)
+  t.same(e.problems.length, 1)
+  t.match(e.problems[0], /^DATABASE_URL is required in production: the embedded database keeps its data in DATA_DIR of this one instance .*ALLOW_EMBEDDED_DATABASE=true/)
+  t.equal(loadConfig({ ...embedded, ALLOW_EMBEDDED_DATABASE: 'true' }).databaseUrl, undefined, 'asked for explicitly: accepted')
+  t.equal(loadConfig({}).databaseUrl, undefined, 'development: the embedded database, no setting needed')
+  t.match(configError({ ...embedded, ALLOW_EMBEDDED_DATABASE: 'maybe' }).problems[0], /^ALLOW_EMBEDDED_DATABASE must be true or false/)
 })
 
 t.test('MIGRATE_ON_START defaults: false in production, true in development and test; explicit value wins', async (t) => {

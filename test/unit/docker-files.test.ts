@@ -499,6 +499,25 @@ t.test('docker-compose.yml: configuration', async (t) => {
   t.match(nearby, /#.*demo/i, 'ALLOW_INSECURE_ISSUER carries a "local demo only" comment')
 })
 
+t.test('the embedded database: the image declares its data folder a volume; compose shows the opt-in single instance on a named volume', async (t) => {
+  const volumes = finalStage ? finalStage.instructions.filter((i) => i.cmd === 'VOLUME').map((i) => i.args) : []
+  t.ok(volumes.some((v) => /["\s[]\/app\/data["\s\]]|^\/app\/data$/.test(v)), 'VOLUME /app/data in the runtime stage')
+  const services = obj(compose.services, 'services')
+  const embedded = obj(services['tessera-embedded'], 'tessera-embedded')
+  t.same(embedded.profiles, ['embedded'], 'started only on request (a profile): `docker compose up` stays on PostgreSQL')
+  const env = envOf(embedded)
+  t.equal(env.get('ALLOW_EMBEDDED_DATABASE'), 'true', 'asks for the embedded database explicitly')
+  t.notOk(env.has('DATABASE_URL'), 'no DATABASE_URL')
+  t.equal(env.get('NODE_ENV'), 'production')
+  t.match(env.get('KEY_ENCRYPTION_KEY') ?? '', /^\$\{KEY_ENCRYPTION_KEY:\?[^}]+\}$/, 'KEY_ENCRYPTION_KEY from the host env')
+  const mounts = Array.isArray(embedded.volumes) ? embedded.volumes.map(String) : []
+  const data = mounts.find((m) => m.endsWith(':/app/data'))
+  t.ok(data, 'a volume at /app/data')
+  const name = data?.split(':')[0] ?? ''
+  t.ok(isObj(compose.volumes) && name in compose.volumes, `the named volume ${name} is declared`)
+  for (const n of ['migrate', 'tessera']) t.ok(envOf(obj(services[n], n)).has('DATABASE_URL'), `${n} stays on PostgreSQL`)
+})
+
 t.test('docker-compose.yml: no secrets or stray interpolation', async (t) => {
   const code = composeText
     .split(/\r?\n/)

@@ -12,19 +12,21 @@ import { keyInfoJson } from '../../src/keys/key-view.js'
 import { Keyring } from '../../src/keys/keyring.js'
 import { listKeys } from '../../src/keys/keys.store.js'
 import { runKeySchedule } from '../../src/keys/lifecycle.js'
-import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, prepublished, publicationTime, removalTime, standbyActivation, type ScheduledKey } from '../../src/keys/policy.js'
+import { activationTime, jwksMaxAge, keyPolicy, nextKeySetChange, nextScheduleStep, prepublished, publicationTime, removalTime, standbyActivation, type KeyPolicy, type ScheduledKey } from '../../src/keys/policy.js'
 import { keyOptions, TEST_KEK, testApp } from '../helpers/app.js'
 import { ManualClock } from '../helpers/clock.js'
 
-const policy = keyPolicy(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '3600', JWKS_MAX_AGE_SECONDS: '300', KEY_CLOCK_SKEW_SECONDS: '60', CACHE_REFRESH_SECONDS: '10' }))
+const twoLines = keyPolicy(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '3600', JWKS_MAX_AGE_SECONDS: '300', KEY_CLOCK_SKEW_SECONDS: '60', CACHE_REFRESH_SECONDS: '10' }))
+// The rules of one line; the lines themselves are tested below.
+const policy: KeyPolicy = { ...twoLines, lines: ['ES256'] }
 const T0 = Date.parse('2026-12-01T00:00:00Z')
-const key = (over: Partial<ScheduledKey>): ScheduledKey => ({ state: 'active', created_at: new Date(T0), activated_at: new Date(T0), retired_at: null, activate_at: null, remove_at: null, ...over })
+const key = (over: Partial<ScheduledKey>): ScheduledKey => ({ alg: 'ES256', state: 'active', created_at: new Date(T0), activated_at: new Date(T0), retired_at: null, activate_at: null, remove_at: null, ...over })
 
 t.test('policy: lead and retention from the configuration; defaults', async (t) => {
   t.equal(policy.publishLeadSeconds, 370)
   t.equal(policy.retentionSeconds, 900 + 370)
   const defaults = keyPolicy(loadConfig({}))
-  t.match(defaults, { alg: 'ES256', rotationIntervalSeconds: 30 * 86_400, publishLeadSeconds: 370, jwksMaxAgeSeconds: 300, skewSeconds: 60 })
+  t.match(defaults, { alg: 'ES256', lines: ['ES256', 'RS256'], rotationIntervalSeconds: 30 * 86_400, publishLeadSeconds: 370, jwksMaxAgeSeconds: 300, skewSeconds: 60 })
 })
 
 t.test('policy: publication, activation and removal times; rows without dates get derived ones', async (t) => {
@@ -49,6 +51,20 @@ t.test('policy: publication, activation and removal times; rows without dates ge
   t.equal(nextKeySetChange([key({})], policy), T0, 'no standby yet: due (max-age 0 until it is published)')
   t.equal(nextScheduleStep([key({ state: 'retired' })], policy), -Infinity, 'no active key: due at once')
   t.equal(nextScheduleStep([key({})], { ...policy, rotationIntervalSeconds: 0 }), Infinity)
+})
+
+t.test('policy: one schedule per key line; a configured line without an active key is due at once, another line only lives on', async (t) => {
+  t.same(twoLines.lines, ['ES256', 'RS256'], 'the access-token line (SIGNING_ALG) and RS256 for ID tokens')
+  t.same(keyPolicy(loadConfig({ SIGNING_ALG: 'RS256' })).lines, ['RS256'], 'one line when access tokens use RS256 too')
+  const es = key({})
+  const rs = key({ alg: 'RS256', activated_at: new Date(T0 + 10_000) })
+  t.equal(nextScheduleStep([es], twoLines), -Infinity, 'the RS256 line has no key: due at once')
+  t.equal(nextKeySetChange([es, rs], twoLines), T0, 'each line publishes its own standby: the earliest first')
+  const standbys = [key({ state: 'pending', activate_at: new Date(T0 + 3600_000) }), key({ alg: 'RS256', state: 'pending', activate_at: new Date(T0 + 3610_000) })]
+  t.equal(nextKeySetChange([es, rs, ...standbys], twoLines), T0 + 3600_000, 'a pending key of one line does not hide the other line')
+  t.equal(nextKeySetChange([es, rs, standbys[1]!], twoLines), T0, 'the ES256 line still lacks its standby')
+  const retiredLine = key({ alg: 'EdDSA', state: 'retired', remove_at: new Date(T0 + 5000) })
+  t.equal(nextScheduleStep([es, rs, ...standbys, retiredLine], twoLines), T0 + 5000, 'an unconfigured line without an active key is only removed, never restarted')
 })
 
 t.test('policy: JWKS max-age = min(ceiling, until the next change − skew), never negative (#89)', async (t) => {
@@ -79,7 +95,7 @@ t.test('a due pending key that no configured KEK opens is not activated: the act
   const k = await generateSigningKey('ES256', stranger)
   // It takes the place of the standby (in one transaction: the schedule never sees neither).
   await app.database.db.transaction().execute(async (trx) => {
-    await trx.updateTable('signing_key').set({ state: 'revoked' }).where('state', '=', 'pending').execute()
+    await trx.updateTable('signing_key').set({ state: 'revoked' }).where('state', '=', 'pending').where('alg', '=', 'ES256').execute()
     await trx.insertInto('signing_key').values({ kid: k.kid, alg: k.alg, state: 'pending', public_jwk: JSON.stringify(k.publicJwk), private_key_enc: k.privateKeyEnc, kek_id: k.kekId, activate_at: new Date(now + 1000) }).execute()
   })
   const active = app.services.keyring.activeSigner().kid
@@ -87,12 +103,12 @@ t.test('a due pending key that no configured KEK opens is not activated: the act
   await app.jobs.keySync.run()
   await app.jobs.keySync.run()
   const result = await runKeySchedule(app.database.db, keyOptions(app, now))
-  t.equal(result.blocked, k.kid)
+  t.same(result.blocked, [k.kid])
   t.equal(app.services.keyring.activeSigner().kid, active, 'the active key still signs')
-  const errors = app.logs.filter((l) => l.includes('cannot decrypt the pending signing key'))
+  const errors = app.logs.filter((l) => l.includes('cannot decrypt a pending signing key'))
   t.equal(errors.length, 1, 'one error line, not one per tick')
   t.notOk(errors[0]!.includes(k.privateKeyEnc.toString('base64')), 'no ciphertext in the log')
-  t.same((await listKeys(app.database.db)).map(keyInfoJson).map((x) => x.state).sort(), ['active', 'pending', 'revoked'])
+  t.same((await listKeys(app.database.db)).map(keyInfoJson).map((x) => x.state).sort(), ['active', 'active', 'pending', 'pending', 'revoked'], 'the RS256 line (active and standby) is untouched')
   t.ok((await listKeys(app.database.db)).some((x) => x.kid === k.kid && x.state === 'pending'), 'still pending')
 })
 
@@ -101,14 +117,29 @@ t.test('no active key at all (say, all revoked by hand): the schedule activates 
   const keks = kekSet(parseKek(TEST_KEK))
   await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
   const made = await runKeySchedule(app.database.db, keyOptions(app))
-  t.ok(made.activated, 'a new key')
-  t.equal((await listKeys(app.database.db)).filter((k) => k.state === 'active').length, 1)
+  t.equal(made.activated.length, 2, 'a new key on each line')
+  t.same((await listKeys(app.database.db)).filter((k) => k.state === 'active').map((k) => k.alg).sort(), ['ES256', 'RS256'])
   const p = await generateSigningKey('ES256', parseKek(TEST_KEK))
-  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).execute()
+  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).where('alg', '=', 'ES256').execute()
   await app.database.db.insertInto('signing_key').values({ kid: p.kid, alg: p.alg, state: 'pending', public_jwk: JSON.stringify(p.publicJwk), private_key_enc: p.privateKeyEnc, kek_id: p.kekId, activate_at: new Date(Date.now() + 3600_000) }).execute()
   const promoted = await runKeySchedule(app.database.db, keyOptions(app))
-  t.equal(promoted.activated, p.kid, 'the pending key, early: better than no key at all')
-  t.same(await runKeySchedule(app.database.db, keyOptions(app)), { retired: [], removed: [] }, 'then nothing is due')
+  t.same(promoted.activated, [p.kid], 'the pending key, early: better than no key at all; the RS256 line is untouched')
+  t.same(await runKeySchedule(app.database.db, keyOptions(app)), { activated: [], retired: [], removed: [], published: [], blocked: [] }, 'then nothing is due')
+})
+
+t.test('a pending key that starts a new line waits for its activation time, even when another line makes the schedule run', async (t) => {
+  const app = await testApp(t)
+  const p = await generateSigningKey('PS256', parseKek(TEST_KEK))
+  const now = Date.now()
+  await app.database.db.insertInto('signing_key').values({ kid: p.kid, alg: p.alg, state: 'pending', public_jwk: JSON.stringify(p.publicJwk), private_key_enc: p.privateKeyEnc, kek_id: p.kekId, activate_at: new Date(now + 3600_000) }).execute()
+  // The RS256 line loses its key: the schedule must run, and must not take the PS256 key early.
+  await app.database.db.updateTable('signing_key').set({ state: 'revoked' }).where('alg', '=', 'RS256').execute()
+  const step = await runKeySchedule(app.database.db, keyOptions(app, now))
+  // This step, or the app's own schedule (it noticed the change), made the new RS256 key.
+  t.equal((await listKeys(app.database.db)).filter((k) => k.alg === 'RS256' && k.state === 'active').length, 1, 'a new RS256 key')
+  t.notOk(step.activated.includes(p.kid), 'the PS256 key is not activated before its time')
+  t.equal((await listKeys(app.database.db)).find((k) => k.kid === p.kid)!.state, 'pending')
+  t.same(await runKeySchedule(app.database.db, keyOptions(app, now + 3600_000)), { activated: [p.kid], retired: [], removed: [], published: [], blocked: [] }, 'at its time it starts the PS256 line')
 })
 
 t.test('an instance started with schedule: false never runs the schedule; tickMs drives the poll', async (t) => {
@@ -126,6 +157,6 @@ t.test('an instance started with schedule: false never runs the schedule; tickMs
     clock.advance(20)
     await job.idle()
   }
-  t.equal((await listKeys(app.database.db)).length, 1, 'nothing published although it is due')
+  t.equal((await listKeys(app.database.db)).length, 2, 'nothing published although it is due (one key per line)')
   t.ok(ring.canSign())
 })

@@ -4,10 +4,11 @@ import { sql } from 'kysely'
 import t from 'tap'
 import { buildApp } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
-import { migrateToLatest } from '../../src/db/migrate.js'
+import { migrateToLatest, migrator } from '../../src/db/migrate.js'
 import { loadConfig } from '../../src/config.js'
 import { kekSet, open, parseKek, seal, type Kek } from '../../src/keys/kek.js'
-import { ensureActiveKey, rotateKey } from '../../src/keys/lifecycle.js'
+import { ensureActiveKeys, rotateKey } from '../../src/keys/lifecycle.js'
+import { generateSigningKey } from '../../src/keys/key-material.js'
 import { keyPolicy } from '../../src/keys/policy.js'
 import { basic, FORM, form, freshDatabase, keyOptions, passwordLogin, TEST_KEK, testApp, testEnv, tokenRequest, type TestApp } from '../helpers/app.js'
 
@@ -85,7 +86,7 @@ t.test('parseKek: a key that is not 32 bytes throws', async (t) => {
 
 /** The decrypted private JWK of the app's active key. */
 async function activePrivateJwk(app: TestApp) {
-  const row = await app.database.db.selectFrom('signing_key').selectAll().where('state', '=', 'active').executeTakeFirstOrThrow()
+  const row = await app.database.db.selectFrom('signing_key').selectAll().where('state', '=', 'active').where('alg', '=', 'ES256').executeTakeFirstOrThrow()
   const jwk = JSON.parse(open(kek, Buffer.from(row.private_key_enc), row.kid).toString('utf8')) as Record<string, string>
   return { row, jwk }
 }
@@ -189,32 +190,32 @@ t.test('a tampered active key ciphertext: reload does not crash; a fresh instanc
   ] as const) {
     t.notOk(all.includes(needle), `no ${name} in the logs or the start error`)
   }
-  t.equal((await database.db.selectFrom('signing_key').select('kid').execute()).length, 1, 'no second key was generated over the broken one')
-  t.same(Buffer.from((await database.db.selectFrom('signing_key').select('private_key_enc').executeTakeFirstOrThrow()).private_key_enc), tampered, 'the row is left for the operator')
+  t.equal((await database.db.selectFrom('signing_key').select('kid').where('alg', '=', row.alg).execute()).length, 1, 'no second key was generated over the broken one')
+  t.same(Buffer.from((await database.db.selectFrom('signing_key').select('private_key_enc').where('kid', '=', row.kid).executeTakeFirstOrThrow()).private_key_enc), tampered, 'the row is left for the operator')
   t.ok(started.error, 'a fresh instance refuses to start: it could never sign')
   t.match(started.error?.message, /cannot decrypt the active signing key/, 'and says why')
 })
 
-t.test('ensureActiveKey run 5 times at once on a database with no key creates exactly one active key (#88, #143)', async (t) => {
+t.test('ensureActiveKeys run 5 times at once on a database with no key creates exactly one active key per line (#88, #143)', async (t) => {
   const url = await freshDatabase(t)
   const database = await openDatabase({ kind: 'postgres', url, poolSize: 10, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
   t.teardown(() => database.close())
   await migrateToLatest(database.db)
   const opts = { keks: kekSet(kek), policy: keyPolicy(loadConfig(testEnv())), nowMs: Date.now() }
-  const results = await Promise.all(Array.from({ length: 5 }, () => ensureActiveKey(database.db, opts)))
-  const created = results.map((r) => r.created).filter((k) => k !== undefined)
-  t.equal(created.length, 1, 'one call created the key, the others found it')
-  const rows = await database.db.selectFrom('signing_key').select(['kid', 'state']).execute()
-  t.same(rows, [{ kid: created[0], state: 'active' }])
-  const again = await ensureActiveKey(database.db, opts)
-  t.equal(again.created, undefined, 'idempotent')
+  const results = await Promise.all(Array.from({ length: 5 }, () => ensureActiveKeys(database.db, opts)))
+  const created = results.flatMap((r) => r.created)
+  t.same(created.map((k) => k.alg).sort(), ['ES256', 'RS256'], 'one key per line was created, by one call; the others found them')
+  const rows = await database.db.selectFrom('signing_key').select(['kid', 'alg', 'state']).orderBy('alg').execute()
+  t.same(rows, created.sort((a, b) => a.alg.localeCompare(b.alg)).map((k) => ({ kid: k.kid, alg: k.alg, state: 'active' })))
+  const again = await ensureActiveKeys(database.db, opts)
+  t.same(again.created, [], 'idempotent')
 })
 
 t.test('rotateKey run 5 times at once leaves exactly one active key and the others retired (#88, #143)', async (t) => {
   const app = await testApp(t)
-  const original = (await app.database.db.selectFrom('signing_key').select('kid').executeTakeFirstOrThrow()).kid
+  const original = (await app.database.db.selectFrom('signing_key').select('kid').where('alg', '=', 'ES256').executeTakeFirstOrThrow()).kid
   const results = await Promise.all(Array.from({ length: 5 }, () => rotateKey(app.database.db, keyOptions(app), 'ES256')))
-  const rows = await app.database.db.selectFrom('signing_key').select(['kid', 'state', 'retired_at']).execute()
+  const rows = await app.database.db.selectFrom('signing_key').select(['kid', 'state', 'retired_at']).where('alg', '=', 'ES256').execute()
   t.equal(rows.length, 6)
   t.equal(rows.filter((r) => r.state === 'active').length, 1, 'one active key')
   t.equal(rows.filter((r) => r.state === 'retired').length, 5, 'the other five retired')
@@ -228,5 +229,35 @@ t.test('rotateKey run 5 times at once leaves exactly one active key and the othe
   t.notOk(retired.includes(active), 'the survivor is the last rotation and was never retired')
   await app.services.keyring.reload()
   const jwks = await app.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
-  t.equal(jwks.json().keys.length, 6, 'all six stay published')
+  t.equal(jwks.json().keys.filter((k: { alg: string }) => k.alg === 'ES256').length, 6, 'all six stay published')
+  t.equal(jwks.json().keys.length, 7, 'and the RS256 line is untouched')
+})
+
+t.test('a wrong KEK refuses to start BEFORE writing: a missing line is not made under it, so the instances with the right KEK keep working (#118)', async (t) => {
+  const app = await testApp(t)
+  // A database of the single-line era: only the ES256 key.
+  await app.database.db.deleteFrom('signing_key').where('alg', '=', 'RS256').execute()
+  const before = await app.database.db.selectFrom('signing_key').select(['kid', 'state']).execute()
+  const database = await openDatabase({ kind: 'postgres', url: app.databaseUrl!, poolSize: 2, acquireTimeoutMs: 2000, lockTimeoutMs: 2000 })
+  t.teardown(() => database.close())
+  const wrong = loadConfig(testEnv({ DATABASE_URL: app.databaseUrl!, KEY_ENCRYPTION_KEY: `wrong:${randomBytes(32).toString('base64url')}` }))
+  await t.rejects(buildApp({ config: wrong, database, logStream: new Writable({ write: (_c, _e, cb) => cb() }) }), /cannot decrypt the active signing key with KEY_ENCRYPTION_KEY \(key line ES256;/)
+  t.same(await app.database.db.selectFrom('signing_key').select(['kid', 'state']).execute(), before, 'no RS256 key, no standby: nothing was written')
+})
+
+t.test('upgrading to key lines (migration 0011): existing clients keep the algorithm of the key that signed their ID tokens; new clients get RS256', async (t) => {
+  const url = await freshDatabase(t)
+  const database = await openDatabase({ kind: 'postgres', url, poolSize: 2, acquireTimeoutMs: 5000, lockTimeoutMs: 5000 })
+  t.teardown(() => database.close())
+  const { error } = await migrator(database.db).migrateTo('2026_11_23_0010_audit_indexes')
+  t.error(error)
+  // The single line of before, on EdDSA (rotated there by hand), and a client of that era.
+  const key = await generateSigningKey('EdDSA', kek)
+  await sql`insert into signing_key (kid, alg, state, public_jwk, private_key_enc, kek_id, activated_at) values (${key.kid}, 'EdDSA', 'active', ${JSON.stringify(key.publicJwk)}::jsonb, ${key.privateKeyEnc}, ${key.kekId}, now())`.execute(database.db)
+  await sql`insert into client (id, name, grant_types, scopes, refresh_delivery) values ('c_old', 'old', '{password}', '{openid}', 'body')`.execute(database.db)
+  await migrateToLatest(database.db)
+  const old = await database.db.selectFrom('client').select('id_token_signed_response_alg').where('id', '=', 'c_old').executeTakeFirstOrThrow()
+  t.equal(old.id_token_signed_response_alg, 'EdDSA', 'the old client keeps EdDSA: no relying party sees a new key sign its ID tokens')
+  await sql`insert into client (id, name, grant_types, scopes, refresh_delivery) values ('c_new', 'new', '{password}', '{openid}', 'body')`.execute(database.db)
+  t.equal((await database.db.selectFrom('client').select('id_token_signed_response_alg').where('id', '=', 'c_new').executeTakeFirstOrThrow()).id_token_signed_response_alg, 'RS256', 'a new client: RS256')
 })

@@ -23,7 +23,7 @@ export function adminAuditRoute(app: FastifyInstance, s: Services): void {
       if ('id' in ref) filter.userId = ref.id
       else {
         const user = await findUserRef(s.db, ref)
-        if (!user) throw new OAuthError('not_found', 'no such user')
+        if (!user) throw new OAuthError('invalid_request', 'no such user').withStatus(404)
         filter.userId = user.id
       }
     }

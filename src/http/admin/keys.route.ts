@@ -2,9 +2,10 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { OAuthError } from '../../errors.js'
 import { prepareImportedKey } from '../../keys/key-material.js'
 import { parseImportState, parseSigningAlg } from '../../keys/key-params.js'
-import { importedJson, keyInfoJson, revokedJson, rewrappedJson, rotatedJson, scheduledJson } from '../../keys/key-view.js'
+import { importedJson, keyInfoJson, retiredLineJson, revokedJson, rewrappedJson, rotatedJson, scheduledJson } from '../../keys/key-view.js'
 import { listKeys } from '../../keys/keys.store.js'
-import { importKey, revokeKey, rewrapKeys, rotateKey, scheduleRotation } from '../../keys/lifecycle.js'
+import { importKey, retireLine, revokeKey, rewrapKeys, rotateKey, scheduleRotation } from '../../keys/lifecycle.js'
+import { awaitPropagation, type PropagationReport } from '../../propagation/await-propagation.js'
 import type { Services } from '../../services.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requireAdmin } from './guard.js'
@@ -20,9 +21,18 @@ function body(req: FastifyRequest): Record<string, unknown> {
 }
 
 /**
+ * After a change: applies it to this instance, then waits until every live instance has
+ * (README "Changes reach every instance"); the `propagation` member of the answer.
+ */
+async function propagated(s: Services): Promise<PropagationReport> {
+  await s.changes.applyNow()
+  return awaitPropagation(s.db, { clock: s.clock, waitSeconds: s.config.propagationWaitSeconds, staleSeconds: s.config.instanceStaleSeconds })
+}
+
+/**
  * The signing-key admin API (README "Signing keys"): list, rotate (scheduled, or `immediate`),
  * emergency revoke, import and KEK rewrap. Every call needs an admin token; every change is
- * applied to this instance's keyring at once (the others see it within about a second).
+ * applied to this instance's keyring at once, and the answer waits for the other instances.
  */
 export function adminKeysRoute(app: FastifyInstance, s: Services): void {
   const opts = () => ({ keks: s.keyring.keks, policy: s.keyring.policy, nowMs: s.clock.nowMs() })
@@ -36,27 +46,27 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
   app.post('/admin/keys/rotate', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const b = body(req)
-    // Without alg, the successor keeps the active key's algorithm.
+    // alg names the key line; without it, the SIGNING_ALG line (README "Key lines").
     const alg = parseSigningAlg(b.alg, 'alg')
     if (b.immediate !== undefined && typeof b.immediate !== 'boolean') throw new OAuthError('invalid_request', 'immediate must be true or false')
     const out = b.immediate === true ? rotatedJson(await rotateKey(s.db, opts(), alg)) : scheduledJson(await scheduleRotation(s.db, opts(), alg))
     req.log.warn({ admin: admin.client_id, ...out }, 'signing key rotation')
     await s.keyring.reload()
-    return reply.header('cache-control', 'no-store').send(out)
+    return reply.header('cache-control', 'no-store').send({ ...out, propagation: await propagated(s) })
   })
 
   app.post<{ Params: { kid: string } }>('/admin/keys/:kid/revoke', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const { kid } = req.params
-    if (!KID.test(kid)) throw new OAuthError('not_found', 'no such key')
+    if (!KID.test(kid)) throw new OAuthError('invalid_request', 'no such key').withStatus(404)
     const b = body(req)
     if (b.reason !== undefined && (typeof b.reason !== 'string' || b.reason.length > 200)) throw new OAuthError('invalid_request', 'reason must be a string of at most 200 characters')
     const r = await revokeKey(s.db, opts(), kid, { reason: (b.reason as string | undefined) ?? 'admin api', actor: { via: 'admin_api', clientId: admin.client_id } })
-    if (!r.found) throw new OAuthError('not_found', 'no such key')
+    if (!r.found) throw new OAuthError('invalid_request', 'no such key').withStatus(404)
     if (r.revoked) s.metrics.keyRevoked()
     await s.keyring.reload()
     req.log.warn({ admin: admin.client_id, kid, previousState: r.previousState, successor: r.successor, successorPrepublished: r.successorPrepublished }, 'signing key revoked')
-    return reply.header('cache-control', 'no-store').send(revokedJson(kid, r))
+    return reply.header('cache-control', 'no-store').send({ ...revokedJson(kid, r), propagation: await propagated(s) })
   })
 
   app.post('/admin/keys/import', async (req, reply) => {
@@ -70,7 +80,16 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     const r = await importKey(s.db, opts(), prepared, state)
     await s.keyring.reload()
     req.log.warn({ admin: admin.client_id, kid: r.kid, alg: r.alg, state: r.state }, 'signing key imported')
-    return reply.code(201).header('cache-control', 'no-store').send(importedJson(r))
+    return reply.code(201).header('cache-control', 'no-store').send({ ...importedJson(r), propagation: await propagated(s) })
+  })
+
+  app.post<{ Params: { alg: string } }>('/admin/keys/lines/:alg/retire', async (req, reply) => {
+    const admin = await requireAdmin(s, req)
+    const alg = parseSigningAlg(req.params.alg, 'alg')!
+    const r = await retireLine(s.db, opts(), alg, { actor: { via: 'admin_api', clientId: admin.client_id } })
+    await s.keyring.reload()
+    req.log.warn({ admin: admin.client_id, ...r }, 'signing key line retired')
+    return reply.header('cache-control', 'no-store').send({ ...retiredLineJson(r), propagation: await propagated(s) })
   })
 
   app.post('/admin/keys/rewrap', async (req, reply) => {
@@ -78,9 +97,9 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     const r = await rewrapKeys(s.db, s.keyring.keks)
     req.log.warn({ admin: admin.client_id, kekId: r.kekId, rewrapped: r.rewrapped.length, failed: r.failed }, 'signing keys rewrapped')
     await s.keyring.reload()
-    return reply.header('cache-control', 'no-store').send(rewrappedJson(r))
+    return reply.header('cache-control', 'no-store').send({ ...rewrappedJson(r), propagation: await propagated(s) })
   })
 
   methodNotAllowed(app, '/admin/keys', ['GET'])
-  for (const url of ['/admin/keys/rotate', '/admin/keys/:kid/revoke', '/admin/keys/import', '/admin/keys/rewrap']) methodNotAllowed(app, url, ['POST'])
+  for (const url of ['/admin/keys/rotate', '/admin/keys/:kid/revoke', '/admin/keys/lines/:alg/retire', '/admin/keys/import', '/admin/keys/rewrap']) methodNotAllowed(app, url, ['POST'])
 }

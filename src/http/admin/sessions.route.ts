@@ -13,7 +13,7 @@ import { adminQuery } from './query.js'
 /** The user of a `{user}` path segment (a UUID is an id, anything else a username), or 404. */
 async function userOf(s: Services, value: string) {
   const user = await findUserRef(s.db, parseUserRef(value))
-  if (!user) throw new OAuthError('not_found', 'no such user')
+  if (!user) throw new OAuthError('invalid_request', 'no such user').withStatus(404)
   return user
 }
 
@@ -52,7 +52,7 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   app.delete<{ Params: { familyId: string } }>('/admin/sessions/:familyId', async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const familyId = parseUuid(req.params.familyId, 'the session id')
-    if (!(await findSession(s.db, familyId))) throw new OAuthError('not_found', 'no such session')
+    if (!(await findSession(s.db, familyId))) throw new OAuthError('invalid_request', 'no such session').withStatus(404)
     const revoked = await revokeSession(s.db, familyId, adminContext(req, admin.client_id))
     if (revoked) s.metrics.refreshEvent('revoked', 'admin')
     return reply.header('cache-control', 'no-store').send({ revoked })
