@@ -42,20 +42,22 @@ const keyList = (keys: readonly ThrottleKey[]) => sql.join(keys.map((k) => sql`(
 /**
  * Settles a counted attempt that was not a failure: the `reset` counters start again (a success
  * resets its account), the `takeBack` ones lose the attempt's count (and a lock it alone caused).
+ * In a transaction that first locks every row in key order, the order `tessera_login_attempt`
+ * locks them in: without it the DELETE and the UPDATE take their rows in an order of their own, and
+ * a concurrent attempt on the same account holding the first row while waiting for the second
+ * deadlocks with it (40P01, a 503 for one of the two logins).
  */
-export async function settleAttempt(db: Executor, reset: readonly ThrottleKey[], takeBack: readonly ThrottleKey[], policy: LoginThrottlePolicy): Promise<void> {
+export async function settleAttempt(trx: Trx, reset: readonly ThrottleKey[], takeBack: readonly ThrottleKey[], policy: LoginThrottlePolicy): Promise<void> {
+  await lockInKeyOrder(trx, sql`(kind, subject) in (${keyList([...reset, ...takeBack])})`)
+  if (reset.length > 0) await sql`delete from login_throttle where (kind, subject) in (${keyList(reset)})`.execute(trx)
+  if (takeBack.length === 0) return
   const free = sql`case kind when 'account' then ${policy.accountFreeFailures}::int when 'address' then ${policy.addressFreeFailures}::int else ${policy.addressAccountFreeFailures}::int end`
-  const update = sql`update login_throttle set failures = greatest(failures - 1, 0), blocked_until = case when failures - 1 > ${free} then blocked_until end where (kind, subject) in (${keyList(takeBack)})`
-  if (reset.length === 0) {
-    await update.execute(db)
-    return
-  }
-  if (takeBack.length === 0) {
-    await sql`delete from login_throttle where (kind, subject) in (${keyList(reset)})`.execute(db)
-    return
-  }
-  // One round trip; the two touch different rows.
-  await sql`with reset as (delete from login_throttle where (kind, subject) in (${keyList(reset)}) returning 1) ${update}`.execute(db)
+  await sql`update login_throttle set failures = greatest(failures - 1, 0), blocked_until = case when failures - 1 > ${free} then blocked_until end where (kind, subject) in (${keyList(takeBack)})`.execute(trx)
+}
+
+/** Row locks on the counters `where` selects, taken in key order (see `settleAttempt`). */
+async function lockInKeyOrder(trx: Trx, where: ReturnType<typeof sql>): Promise<void> {
+  await sql`select 1 from login_throttle where ${where} order by kind, subject for update`.execute(trx)
 }
 
 /** A counter as operators see it. */
@@ -83,6 +85,7 @@ export async function throttleState(db: Executor, target: ThrottleTarget, limit 
 
 /** Deletes the counters of an account or an address (their locks end); how many there were. */
 export async function deleteThrottle(trx: Trx, target: ThrottleTarget): Promise<number> {
+  await lockInKeyOrder(trx, targetFilter(target))
   const result = await sql`delete from login_throttle where ${targetFilter(target)}`.execute(trx)
   return Number(result.numAffectedRows ?? 0n)
 }
