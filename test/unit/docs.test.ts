@@ -1,7 +1,8 @@
 // The documentation (README.md and docs/*.md) is checked against the code: the configuration table
 // (docs/configuration.md) and .env.example document exactly the environment variables in
 // CONFIG_VARIABLES; the README quick start names what CI runs; every registered route has a curl
-// example; every CLI command is in docs/cli.md; every relative link and anchor resolves.
+// example; every CLI command is in docs/cli.md; the metrics and error tables list what the code has;
+// every relative link and anchor resolves.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,6 +11,7 @@ import { createApp } from '../../src/app.js'
 import { COMMANDS } from '../../src/cli/commands.js'
 import { CONFIG_VARIABLES, fixedDefault, loadConfig, type ConfigVariable } from '../../src/config.js'
 import { openDatabase } from '../../src/db/connect.js'
+import { Metrics } from '../../src/metrics.js'
 import { ISSUER, TEST_KEK } from '../helpers/app.js'
 
 const root = fileURLToPath(new URL('../../', import.meta.url))
@@ -197,3 +199,20 @@ t.test('every relative link in README.md and docs/*.md points to a file that exi
   t.ok(checked >= 50, `checked ${checked} links`)
 })
 
+
+t.test('the docs/operations.md metrics table lists exactly the tessera_* metrics', async (t) => {
+  const names = (await new Metrics().registry.getMetricsAsJSON()).map((m) => m.name)
+  const table = section(read('docs/operations.md'), '## Metrics')
+  const rows = [...table.matchAll(/^\| `(tessera_[a-z_]+)`/gm)].map((m) => m[1]!)
+  t.ok(names.length >= 10, `found ${names.length} metrics`)
+  for (const name of names) t.ok(rows.includes(name), `${name} has a row`)
+  for (const row of rows) t.ok(names.includes(row), `row ${row} is a metric`)
+})
+
+t.test('the docs/endpoints.md error table names every OAuthErrorCode', async (t) => {
+  const union = /export type OAuthErrorCode =([^;]*?)\n\n/s.exec(read('src/errors.ts'))?.[1] ?? ''
+  const codes = [...union.matchAll(/\| '([a-z_]+)'/g)].map((m) => m[1]!)
+  t.ok(codes.length >= 11, `found ${codes.length} codes`)
+  const table = section(read('docs/endpoints.md'), '## Errors').split('\n').filter((l) => l.startsWith('| `')).join('\n')
+  for (const code of codes) t.match(table, `\`${code}\``, `${code} is in the table`)
+})
