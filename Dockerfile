@@ -4,7 +4,7 @@
 #   docker run --rm tessera migrate      # apply migrations to DATABASE_URL
 #   docker run --rm -p 8080:8080 tessera # serve (the default command)
 #   (production needs DATABASE_URL; ALLOW_EMBEDDED_DATABASE=true runs one instance on the
-#   embedded database in the /app/data volume instead: README "Docker")
+#   embedded database in the /app/data volume instead: docs/operations.md "Docker")
 #
 # Debian (glibc) base on purpose: @node-rs/argon2 ships prebuilt binaries as
 # optional dependencies, and the glibc build is the well-trodden path.

@@ -58,7 +58,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const RESULTS_DIR = join(ROOT, 'bench', 'results')
 const PEER_SCRIPT = join(ROOT, 'bench', 'peers', 'oidc-provider-server.mjs')
 const ALL_SCENARIOS = ['jwks', 'jwks_304', 'client_credentials', 'userinfo', 'refresh', 'login', 'jwks_during_login', 'login_flood', 'login_enumeration']
-/** Attempts per failure kind in login_enumeration (README "Brute force and abuse"). */
+/** Attempts per failure kind in login_enumeration (docs/security.md "Brute force and abuse"). */
 const ENUMERATION_ATTEMPTS = 200
 /** The /login flood: far more connections than the argon2id queue (PASSWORD_HASH_QUEUE, 64) holds. */
 const FLOOD_CONNECTIONS = 300
@@ -428,7 +428,7 @@ async function main() {
     DATABASE_URL: dbUrl,
     // The load generator is one address logging one user in 50 at a time, and one client
     // asking for thousands of tokens a second: what throttling exists to stop. Measure the work,
-    // not the throttle (README "Brute force and abuse" has the throttle's own figures).
+    // not the throttle (docs/security.md "Brute force and abuse" has the throttle's own figures).
     LOGIN_ACCOUNT_FREE_FAILURES: '1000000',
     LOGIN_ADDRESS_ACCOUNT_FREE_FAILURES: '1000000',
     LOGIN_ADDRESS_FREE_FAILURES: '1000000',
@@ -630,7 +630,7 @@ async function main() {
   if (want('login_flood')) await burstScenario('login_flood', `JWKS and client_credentials latency during a /login flood of ${FLOOD_CONNECTIONS} connections (the argon2id queue overflows: 503 + Retry-After at once)`, FLOOD_CONNECTIONS)
 
   if (want('login_enumeration')) {
-    // Response-time medians of the failure kinds that must not tell accounts apart (README "Brute
+    // Response-time medians of the failure kinds that must not tell accounts apart (docs/security.md "Brute
     // force and abuse"): sequential requests (one in flight, so the medians measure the work and
     // not a queue), the kinds in a fresh random order every round so drift hits all alike.
     const kinds = [

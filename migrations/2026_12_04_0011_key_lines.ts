@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely'
 
-// One key line per algorithm (README "Signing keys"): access tokens are signed by the SIGNING_ALG
+// One key line per algorithm (docs/keys.md "Signing keys"): access tokens are signed by the SIGNING_ALG
 // line, ID tokens by the line their client names (RS256 by default, OIDC Core §15.1). Each line
 // has at most one active and one pending key, whichever instance runs the schedule.
 export async function up(db: Kysely<any>): Promise<void> {

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely'
 
 /**
- * Change propagation (README "Changes reach every instance"): every change that instances cache
+ * Change propagation (docs/operations.md "Changes reach every instance"): every change that instances cache
  * (a signing key, a client, a user's disabled state) is recorded by a trigger, in the changing
  * transaction (deferred to its commit), as
  *   - one bump of `change_version.version` per transaction (the single row's lock orders the

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely'
 
-// Brute-force protection (README "Brute force and abuse"): failure counters of password checks,
+// Brute-force protection (docs/security.md "Brute force and abuse"): failure counters of password checks,
 // shared by every instance, keyed by account (the normalised username as submitted, existing or
 // not), by client address (IPv6 by /64) and by both. Per-client /token rate limits get a column.
 export async function up(db: Kysely<any>): Promise<void> {

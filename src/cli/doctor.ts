@@ -13,7 +13,7 @@ import { loadLiveKeys } from '../keys/keys.store.js'
 import { keyPolicy } from '../keys/policy.js'
 import { CliError, parseCommand, printJson, type CliIo } from './io.js'
 
-// `tessera doctor` (README "CLI"): checks a deployment from the outside, with the configuration of
+// `tessera doctor` (docs/cli.md "CLI"): checks a deployment from the outside, with the configuration of
 // this environment, and says in words what is wrong. It never changes anything: no migration, no
 // key generated, no development KEK file created.
 
@@ -131,7 +131,7 @@ function checkKeks(rows: Awaited<ReturnType<typeof loadLiveKeys>>, keks: KekSet 
   }
 }
 
-/** Each configured key line (README "Key lines") has an active key. */
+/** Each configured key line (docs/keys.md "Key lines") has an active key. */
 function checkLines(rows: Awaited<ReturnType<typeof loadLiveKeys>>, config: Config, add: Add): void {
   const lines = keyPolicy(config).lines
   const missing = lines.filter((alg) => !rows.some((r) => r.alg === alg && r.state === 'active'))

@@ -16,7 +16,7 @@ const USAGE = 'usage: tessera keys list|rotate|revoke|retire-line|import|rewrap'
 /** An RFC 7638 SHA-256 thumbprint: 43 base64url characters. */
 const KID = /^[A-Za-z0-9_-]{43}$/
 
-/** `tessera keys list|rotate|revoke|retire-line|import|rewrap` (README "Signing keys"). */
+/** `tessera keys list|rotate|revoke|retire-line|import|rewrap` (docs/keys.md "Signing keys"). */
 export async function keysCommand(config: Config, args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args
   const opts = (): KeyOptions => ({ keks: resolveKeks(config, resolveKek(config, io.err)), policy: keyPolicy(config), nowMs: systemClock.nowMs() })
@@ -28,10 +28,10 @@ export async function keysCommand(config: Config, args: string[], io: CliIo): Pr
     }
     case 'rotate': {
       const o = parseCommand('keys rotate', rest)
-      // --alg names the key line; without it, the SIGNING_ALG line (README "Key lines").
+      // --alg names the key line; without it, the SIGNING_ALG line (docs/keys.md "Key lines").
       const alg = parseSigningAlg(o.alg, '--alg')
       const options = opts()
-      // `propagation`: which instances applied the change (README "Changes reach every instance").
+      // `propagation`: which instances applied the change (docs/operations.md "Changes reach every instance").
       const { result, propagation } = await withChange(config, io, async (db) => (o.now ? rotatedJson(await rotateKey(db, options, alg)) : scheduledJson(await scheduleRotation(db, options, alg))))
       printJson(io, { ...result, propagation })
       return 0

@@ -7,7 +7,7 @@ import { parseThrottleTarget, throttleView } from '../throttle/throttle-view.js'
 import { CliError, parseCommand, printJson, type CliIo } from './io.js'
 import { withDatabase } from './with-db.js'
 
-/** `tessera throttle show|clear --username U | --address A` (README "Brute force and abuse"). */
+/** `tessera throttle show|clear --username U | --address A` (docs/security.md "Brute force and abuse"). */
 export async function throttleCommand(config: Config, args: string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = args
   if (sub !== 'show' && sub !== 'clear') throw new CliError('usage: tessera throttle show|clear --username U | --address A')

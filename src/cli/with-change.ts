@@ -11,7 +11,7 @@ export const CHANGE_COMMANDS: ReadonlySet<string> = new Set(Object.entries(COMMA
 
 /**
  * Runs a change on the configured database, then waits until every live instance has applied it
- * (README "Changes reach every instance"), at most `PROPAGATION_WAIT_SECONDS` (or `--wait`).
+ * (docs/operations.md "Changes reach every instance"), at most `PROPAGATION_WAIT_SECONDS` (or `--wait`).
  * `unchanged(result)` true (say, no such key) skips the wait. Instances that did not confirm are
  * named on stderr too; the command still succeeds: the change is committed.
  */

@@ -23,7 +23,7 @@ import {
 } from './keys.store.js'
 import { activationTime, keyLines, prepublished, publicationTime, removalTime, standbyActivation, type KeyPolicy } from './policy.js'
 
-// The signing-key lifecycle (README "Signing keys"): each operation is a use case that owns its
+// The signing-key lifecycle (docs/keys.md "Signing keys"): each operation is a use case that owns its
 // transaction and runs under the key-set lock, so any number of instances and commands can run
 // them at once and exactly one of them makes each change. Keys form one line per algorithm
 // (policy.ts `keyLines`): each line has its own pending → active → retired schedule, standby,

@@ -2,7 +2,7 @@ import { ID_TOKEN_DEFAULT_ALG, type Config, type SigningAlg } from '../config.js
 
 /**
  * The timing rules of the signing-key schedule, all in seconds, derived from the configuration
- * (README "Signing keys"):
+ * (docs/keys.md "Signing keys"):
  * - a new key is published `publishLeadSeconds` before it signs: the JWKS cache ceiling, plus how long
  *   instances take to see a change, plus the clock-skew allowance;
  * - a retired key stays published `retentionSeconds` after it stopped signing: the longest token

@@ -24,7 +24,7 @@ export interface InstanceRef {
   readonly change_version: number
 }
 
-/** The `propagation` member of a command's JSON (README "Changes reach every instance"). */
+/** The `propagation` member of a command's JSON (docs/operations.md "Changes reach every instance"). */
 export interface PropagationReport {
   /** The change version every instance had to reach (the newest one when the wait began). */
   readonly version: number

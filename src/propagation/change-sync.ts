@@ -40,7 +40,7 @@ export interface ChangeSyncOptions {
 const LISTEN_START_WAIT_MS = 1000
 
 /**
- * How an instance learns of changes made anywhere (README "Changes reach every instance"): the
+ * How an instance learns of changes made anywhere (docs/operations.md "Changes reach every instance"): the
  * `change_sync` job reads the change events committed after the version it last applied, applies
  * them (a key change reloads the keyring; a client change drops that client from the cache; users
  * are not cached: every check of a user reads the database), and writes the instance's heartbeat

@@ -10,7 +10,7 @@ export function rateLimitedError(retryAfterSeconds: number): OAuthError {
  * Per-client request rate at /token (a client_credentials loop must not starve everyone else):
  * a token bucket per client on this instance, refilled at the client's rate per second and
  * holding two seconds' worth. In memory on purpose: it guards this instance's CPU, which is what
- * a flood uses up, and costs no database round trip (README "Brute force and abuse").
+ * a flood uses up, and costs no database round trip (docs/security.md "Brute force and abuse").
  */
 export class ClientRateLimit {
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>()

@@ -33,7 +33,7 @@ export interface Attempt {
 }
 
 /**
- * Brute-force throttling of password checks (README "Brute force and abuse"), on counters in
+ * Brute-force throttling of password checks (docs/security.md "Brute force and abuse"), on counters in
  * PostgreSQL so that every instance enforces the same limits. `begin` runs before any hash: a
  * locked key refuses the attempt (429); otherwise the attempt counts as a failure at once, so that
  * concurrent guesses on several instances cannot all pass before the first one fails.

@@ -36,7 +36,7 @@ export interface RefreshTokens {
   /** Starts a family (one login on one device) with its first token; audits the login and the issue. */
   startFamily(input: { clientId: string; userId: string; scope: string }, ctx: RequestContext): Promise<{ family: Family; refreshToken: string }>
   /**
-   * Rotates a presented token in one statement (README "Refresh-token rotation"): a retry within
+   * Rotates a presented token in one statement (docs/tokens.md "Refresh-token rotation"): a retry within
    * the grace window gets the same successor; any other second use revokes the family.
    * `scope` undefined = the family's scope; a narrower one may be asked for.
    */

@@ -1,4 +1,4 @@
-// `tessera throttle show|clear` and `clients create --rate-limit` (README "Brute force and abuse", #12).
+// `tessera throttle show|clear` and `clients create --rate-limit` (docs/security.md "Brute force and abuse", #12).
 import pg from 'pg'
 import t from 'tap'
 import { Writable } from 'node:stream'

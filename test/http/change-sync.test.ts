@@ -1,4 +1,4 @@
-// Change propagation inside one process (README "Changes reach every instance"; the process-level
+// Change propagation inside one process (docs/operations.md "Changes reach every instance"; the process-level
 // test is propagation.test.ts): the triggers of migration 0012, the heartbeat, NOTIFY as the only
 // way a change arrives while the app's clock stands still (no poll), the LISTEN connection killed
 // and re-established, the wait of a command, the embedded database, and DATABASE_LISTEN_URL=off.

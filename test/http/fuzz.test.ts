@@ -8,7 +8,7 @@
 //   - a failed request wrote nothing: when a transaction id was used up meanwhile (PostgreSQL
 //     assigns one to any write, committed or not: a cheap first look), the content of every table
 //     is compared with what it was. The one documented exception is a failed password check, which
-//     writes its audit event and its throttle counters (README "Brute force and abuse"): after
+//     writes its audit event and its throttle counters (docs/security.md "Brute force and abuse"): after
 //     those, every other table must be as it was.
 // The seed is printed; replay a failure with TESSERA_FUZZ_SEED=<seed>. The default budget keeps
 // `npm test` fast; TESSERA_FUZZ=long runs many more requests (the benchmark machine);

@@ -575,7 +575,7 @@ t.test('#102 every login creates a new family', async (t) => {
 })
 
 t.test('#104 20 parallel logins of one user within the throttle budget: all succeed, 20 families', async (t) => {
-  // Every password check counts as a failure until it succeeds (README "Brute force and abuse"),
+  // Every password check counts as a failure until it succeeds (docs/security.md "Brute force and abuse"),
   // so 20 at once fit only in a budget of 20 in-flight checks per account and address.
   const app = await testApp(t, { env: { LOGIN_ADDRESS_ACCOUNT_FREE_FAILURES: '20', LOGIN_ACCOUNT_FREE_FAILURES: '20' } })
   const alice = await app.createUser('alice', PASSWORD)

@@ -1,4 +1,4 @@
-// Changes reach every instance at once, and the operator knows when (README "Changes reach every
+// Changes reach every instance at once, and the operator knows when (docs/operations.md "Changes reach every
 // instance"; DESIGN "Running and scaling"; SECURITY K #139, #140): three real `tessera serve`
 // processes on one PostgreSQL, and commands in a fourth. The moment `tessera keys revoke` or
 // `tessera clients disable` returns, every instance refuses the tokens it concerns, and the

@@ -210,7 +210,7 @@ t.test('#75 /revoke without client authentication: 401; without token: 400', asy
 t.test('#76 /revoke racing a refresh: once revoke answered, nothing of the family lives', async (t) => {
   const { app, client } = await setup(t)
   // One after the other: 20 simultaneous password checks of one account from one address are
-  // more than the throttle lets run at once (README "Brute force and abuse").
+  // more than the throttle lets run at once (docs/security.md "Brute force and abuse").
   const logins: Awaited<ReturnType<typeof passwordLogin>>[] = []
   for (let i = 0; i < 20; i++) logins.push(await passwordLogin(app, client, 'alice', PASSWORD))
   // Half the rounds send the revoke first, and one side starts up to 3 ms late, so both orders occur.

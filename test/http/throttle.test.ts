@@ -1,4 +1,4 @@
-// Brute force and abuse (README "Brute force and abuse", issue #12): throttled password checks on
+// Brute force and abuse (docs/security.md "Brute force and abuse", issue #12): throttled password checks on
 // counters in PostgreSQL, no user enumeration, load shedding, per-client /token rates, and the
 // operator's view. SECURITY.md rows #36, #40, #94, #96, #98, #104, #122, #141 and #158 (the same
 // rules on /login and the password grant). Time moves with a ManualClock, never by sleeping.

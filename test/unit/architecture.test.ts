@@ -1,4 +1,4 @@
-// The seams of the code (README "Architecture"), checked on the sources so that they stay put:
+// The seams of the code (docs/architecture.md "Architecture"), checked on the sources so that they stay put:
 // grants hold no SQL, stores open no transaction, time comes from the clock, and the compiler
 // tells a transaction from the database.
 import { readdirSync, readFileSync, statSync } from 'node:fs'

@@ -270,7 +270,7 @@ t.test('resolveKek: development without a KEK creates a 0600 key file once, warn
   t.equal(warnings.length, 1, 'no second warning')
 })
 
-t.test('KEY_ROTATION_INTERVAL_SECONDS: 0, or at least 2 × the publish lead + JWKS_MAX_AGE_SECONDS (README "Signing keys")', async (t) => {
+t.test('KEY_ROTATION_INTERVAL_SECONDS: 0, or at least 2 × the publish lead + JWKS_MAX_AGE_SECONDS (docs/keys.md "Signing keys")', async (t) => {
   t.equal(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '0' }).keyRotationIntervalSeconds, 0)
   t.equal(loadConfig({ KEY_ROTATION_INTERVAL_SECONDS: '1040' }).keyRotationIntervalSeconds, 1040, 'defaults: 2 × (300 + 10 + 60) + 300')
   const e = configError({ KEY_ROTATION_INTERVAL_SECONDS: '1039' })

@@ -1,4 +1,4 @@
-// Brute-force settings (README "Brute force and abuse", #12) and the password policy for new
+// Brute-force settings (docs/security.md "Brute force and abuse", #12) and the password policy for new
 // passwords (NIST SP 800-63B; SECURITY.md #98, #100): pure modules, no database.
 import t from 'tap'
 import { ConfigError, loadConfig } from '../../src/config.js'
