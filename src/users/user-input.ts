@@ -7,7 +7,7 @@ import { normalizeUsername, type UserProfile } from './user.js'
 export const MAX_USERNAME_LENGTH = 256
 /** What a username may contain once normalised: letters, digits and . _ @ + - */
 const USERNAME = /^[\p{L}\p{N}._@+-]+$/u
-export const USERNAME_RULE = 'letters, digits and . _ @ + - (at most 256 characters after Unicode NFKC and lower-casing)'
+export const USERNAME_RULE = 'letters, digits and . _ @ + - (at most 256 characters, compared after Unicode NFKC and lower-casing)'
 const ROLE = /^[\x21-\x2B\x2D-\x7E]{1,64}$/
 export const MAX_ROLES = 64
 const MAX_NAME_LENGTH = 256
@@ -15,9 +15,9 @@ const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,255}$/
 
 /** A username under the one rule (`normalizeUsername`): the normalised form, or InputError. */
 export function parseUsername(value: string, name = 'username'): string {
-  if (value.length > 4 * MAX_USERNAME_LENGTH) throw new InputError(`${name} must be ${USERNAME_RULE}`)
+  if (value.length > 4 * MAX_USERNAME_LENGTH) throw new InputError(`${name} may contain ${USERNAME_RULE}`)
   const n = normalizeUsername(value)
-  if (n.length === 0 || [...n].length > MAX_USERNAME_LENGTH || !USERNAME.test(n)) throw new InputError(`${name} must be ${USERNAME_RULE}`)
+  if (n.length === 0 || [...n].length > MAX_USERNAME_LENGTH || !USERNAME.test(n)) throw new InputError(`${name} may contain ${USERNAME_RULE}`)
   return n
 }
 
