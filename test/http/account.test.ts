@@ -468,3 +468,28 @@ t.test('DELETE /account/sessions/{id}: revokes one of the caller\'s own sessions
   t.equal((await call(app, 'GET', '/account', mine.access_token)).statusCode, 401, 'the current token is dead after its session ends')
   t.equal(UUID.test(phoneSid), true)
 })
+
+t.test('CORS: a browser app of an allowed origin may call the account API (preflight for DELETE too); other origins get no CORS headers', async (t) => {
+  const { app, web } = await setup(t)
+  await app.createClient({ name: 'SPA', isPublic: true, grantTypes: ['refresh_token'], refreshDelivery: 'cookie', allowedOrigins: ['https://app.example.com'] })
+  const mine = await login(app, web, 'alice')
+  const preflight = (origin: string, url: string, method: string) => app.app.inject({ method: 'OPTIONS', url, headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': 'authorization' } })
+
+  const ok = await preflight('https://app.example.com', `/account/sessions/${sidOf(mine.access_token)}`, 'DELETE')
+  t.equal(ok.statusCode, 204)
+  t.equal(ok.headers['access-control-allow-origin'], 'https://app.example.com')
+  t.equal(ok.headers['access-control-allow-methods'], 'GET, POST, DELETE')
+  t.match(String(ok.headers['access-control-allow-headers']), /authorization/)
+  t.equal((await preflight('https://app.example.com', '/token', 'POST')).headers['access-control-allow-methods'], 'GET, POST', 'other endpoints keep GET, POST')
+
+  const evil = await preflight('https://evil.example', '/account/password', 'POST')
+  t.equal(evil.headers['access-control-allow-origin'], undefined, 'no CORS for an unknown origin')
+  t.equal(evil.statusCode, 405)
+
+  const get = await app.app.inject({ method: 'GET', url: '/account', headers: { origin: 'https://app.example.com', authorization: `Bearer ${mine.access_token}` } })
+  t.equal(get.statusCode, 200)
+  t.equal(get.headers['access-control-allow-origin'], 'https://app.example.com')
+  const anon = await app.app.inject({ method: 'GET', url: '/account', headers: { origin: 'https://app.example.com' } })
+  t.equal(anon.statusCode, 401)
+  t.equal(anon.headers['access-control-allow-origin'], 'https://app.example.com', 'the 401 is readable by the app too')
+})
