@@ -139,6 +139,11 @@ t.test('authorisation on every endpoint: 401 without a good token (before any bo
 
   // Without tessera:account.
   await expect403(other.access_token, 'openid read', 'the tessera:account scope is required')
+  // A client whose allowed scopes do not list it cannot obtain it.
+  const plain = await app.createClient({ name: 'plain', scopes: ['openid', 'read'] })
+  const refused = await tokenRequest(app, { grant_type: 'password', username: 'alice', password: PASSWORD, scope: SCOPE }, plain)
+  t.equal(refused.statusCode, 400)
+  t.same(refused.json(), { error: 'invalid_scope', error_description: 'scope not allowed: tessera:account' })
 
   // A client's own token, even with the scope (a client allowed tessera:account and client_credentials).
   const service = await app.createClient({ name: 'service', grantTypes: ['client_credentials'], scopes: ['tessera:account'], audience: [] })
