@@ -22,7 +22,13 @@ export async function findAccount(db: Executor, userId: string): Promise<Account
     .executeTakeFirst()
 }
 
-/** Replaces an enabled user's password hash; false when there is no such user or they are disabled. */
+/** True when the family exists and is not revoked. */
+export async function familyNotRevoked(db: Executor, familyId: string): Promise<boolean> {
+  const row = await db.selectFrom('refresh_token_family').select('id').where('id', '=', familyId).where('revoked_at', 'is', null).executeTakeFirst()
+  return row !== undefined
+}
+
+/** Replaces an enabled user's password hash (and holds the user's row lock until the commit); false when there is no such user or they are disabled. */
 export async function setAccountPassword(trx: Trx, userId: string, passwordHash: string): Promise<boolean> {
   const row = await trx
     .updateTable('app_user')

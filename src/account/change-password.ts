@@ -7,7 +7,7 @@ import { familySsoSession, revokeFamilies } from '../tokens/refresh-tokens.store
 import { passwordPolicyProblem, type PasswordHasher } from '../users/passwords.js'
 import type { UserLogin } from '../users/user-login.js'
 import { findUserById } from '../users/users.store.js'
-import { setAccountPassword } from './account.store.js'
+import { familyNotRevoked, setAccountPassword } from './account.store.js'
 
 export interface PasswordChange {
   userId: string
@@ -54,7 +54,12 @@ export async function changePassword(db: Db, deps: { users: UserLogin; passwords
   // In the bounded queue: a full one is 503 (nothing changed yet).
   const hash = await deps.passwords.hash(input.newPassword)
   return db.transaction().execute(async (trx) => {
+    // The user's row lock, taken here, orders concurrent changes of one user: a change whose own
+    // session a change committed meanwhile ended is refused (else each would end the other's).
     if (!(await setAccountPassword(trx, user.id, hash))) throw goneUser()
+    if (input.familyId !== undefined && !(await familyNotRevoked(trx, input.familyId))) {
+      throw new OAuthError('invalid_token', 'the access token is invalid', 'session ended meanwhile').withScheme('Bearer')
+    }
     const keepSso = input.familyId === undefined ? null : await familySsoSession(trx, input.familyId)
     const families = await revokeFamilies(trx, { userId: user.id, exceptFamilyId: input.familyId }, 'password_changed', ctx)
     const ended = await endSsoSessionsIn(trx, { userId: user.id, exceptId: keepSso ?? undefined }, 'password_changed', ctx)

@@ -251,6 +251,23 @@ for (const backend of ['postgres', 'pglite'] as const) {
   })
 }
 
+t.test('two password changes at once from two sessions of one user: one wins, the other is refused, and the winner keeps its session', async (t) => {
+  const { app, web, mobile } = await setup(t)
+  const a = await login(app, web, 'alice')
+  const b = await login(app, mobile, 'alice')
+  const [ra, rb] = await Promise.all([changePassword(app, a.access_token, PASSWORD, 'passphrase from a'), changePassword(app, b.access_token, PASSWORD, 'passphrase from b')])
+  const results = [[ra, a, 'passphrase from a'], [rb, b, 'passphrase from b']] as const
+  const winners = results.filter(([r]) => r.statusCode === 200)
+  t.equal(winners.length, 1, `exactly one change wins (${ra.statusCode}, ${rb.statusCode})`)
+  const [, winner, password] = winners[0]!
+  const [loserRes, loser] = results.find(([r]) => r.statusCode !== 200)!
+  t.ok([400, 401].includes(loserRes.statusCode), `the other is refused: its session ended (401) or its current password is no longer current (400): ${loserRes.body}`)
+  t.ok(await verify(await passwordHash(app, 'alice'), password), "the winner's password is stored")
+  t.equal((await familyRow(app, sidOf(winner.access_token))).revoked_at, null, "the winner's session stays")
+  t.not((await familyRow(app, sidOf(loser.access_token))).revoked_at, null, "the loser's session ended")
+  t.equal((await auditOf(app, 'account.password_changed')).length, 1, 'one change audited')
+})
+
 t.test('POST /account/password from a session with no SSO session: every SSO session ends; from a token without a family: every family ends', async (t) => {
   const { app, alice, web } = await setup(t)
   const rp = await codeClient(app)
