@@ -6,6 +6,7 @@ import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { DatabaseHandle } from './db/connect.js'
 import { housekeepingJob } from './housekeeping/housekeeping.js'
+import { accountRoutes } from './http/account.route.js'
 import { adminAuditRoute } from './http/admin/audit.route.js'
 import { adminKeysRoute } from './http/admin/keys.route.js'
 import { adminSessionsRoute } from './http/admin/sessions.route.js'
@@ -231,6 +232,8 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
   // --- admin API (issue 14): users
   adminUsersRoute(app, services)
   // ---
+  // --- self-service account API (issue 14, docs/account.md)
+  accountRoutes(app, services)
   // --- authorization-code flow (issue 13): /par, and the pages under one headers plugin
   parRoute(app, services)
   adminSsoRoute(app, services)

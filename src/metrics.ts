@@ -11,7 +11,7 @@ export type TokenGrant = GrantType | 'login'
 export type RefreshEvent = 'issued' | 'rotated' | 'retried' | 'reuse_detected' | 'revoked'
 
 /** Why a family was revoked: a closed set, so a label never carries free text. */
-export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detected' | 'user_disabled' | 'client_disabled'
+export type RevokeReason = 'revoke_endpoint' | 'logout' | 'admin' | 'reuse_detected' | 'user_disabled' | 'client_disabled' | 'password_changed' | 'revoked_by_user'
 
 /** Tables the housekeeping job deletes from. */
 export type HousekeepingTable =

@@ -29,6 +29,7 @@ export type AuditType =
   | 'authorization_code.reuse_detected'
   | 'consent.granted'
   | 'consent.revoked'
+  | 'account.password_changed'
 
 export interface AuditEvent {
   type: AuditType

@@ -82,6 +82,7 @@ export function describeScope(scope: string): string {
     case 'profile': return 'See your name and username'
     case 'email': return 'See your e-mail address'
     case 'offline_access': return 'Stay signed in when you are away'
+    case 'tessera:account': return 'Manage your account: change your password, see and end your sessions'
     default: return `Use the "${scope}" permission`
   }
 }

@@ -3,7 +3,7 @@ import { recordEvent } from '../audit/audit.store.js'
 import { actorDetail, type AuditContext, type RequestContext } from '../audit/context.js'
 import type { Db, Trx } from '../db/schema.js'
 import { revokeFamilies } from '../tokens/refresh-tokens.store.js'
-import { insertSsoSession, markSsoSessionsRevoked, sessionClients, ssoSessionIdByHash, touchSsoSession, type SsoLifetimes, type SsoSession } from './sso-sessions.store.js'
+import { insertSsoSession, markSsoSessionsRevoked, sessionClients, ssoSessionIdByHash, touchSsoSession, type SsoLifetimes, type SsoSession, type SsoSessionFilter } from './sso-sessions.store.js'
 
 /** SHA-256 of a browser-held secret (SSO cookie, browser binding): the only form stored. */
 export function hashSecret(value: string): Buffer {
@@ -61,15 +61,15 @@ export interface EndedSession {
  * them, in one transaction with their audit events. Returns the ended sessions with the clients
  * that registered a back-channel logout URI (the caller notifies them after the commit).
  */
-export async function endSsoSessions(db: Db, filter: { id: string } | { userId: string }, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
+export async function endSsoSessions(db: Db, filter: SsoSessionFilter, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
   return db.transaction().execute((trx) => endSsoSessionsIn(trx, filter, reason, ctx))
 }
 
-/** Why SSO sessions end outside their lifetime. */
-export type SsoEndReason = 'logout' | 'admin' | 'user_disabled' | 'user_deleted'
+/** Why SSO sessions end (stored as `revoked_reason`, audited). */
+export type SsoEndReason = 'logout' | 'admin' | 'user_disabled' | 'user_deleted' | 'password_changed'
 
-/** `endSsoSessions` in the caller's transaction (a user disabled or deleted with everything else). */
-export async function endSsoSessionsIn(trx: Trx, filter: { id: string } | { userId: string }, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
+/** `endSsoSessions` inside the caller's transaction (a use case that commits more with it). */
+export async function endSsoSessionsIn(trx: Trx, filter: SsoSessionFilter, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
   const ended = await markSsoSessionsRevoked(trx, filter, reason)
   const out: EndedSession[] = []
   for (const s of ended) {

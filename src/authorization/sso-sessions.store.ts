@@ -63,10 +63,14 @@ export async function addSessionClient(trx: Trx, sessionId: string, clientId: st
   await trx.insertInto('sso_session_client').values({ session_id: sessionId, client_id: clientId }).onConflict((oc) => oc.columns(['session_id', 'client_id']).doNothing()).execute()
 }
 
-/** Ends sessions (one by id, or all of a user's), returning the ended ones with their user. */
-export async function markSsoSessionsRevoked(trx: Trx, filter: { id: string } | { userId: string }, reason: string): Promise<{ id: string; user_id: string }[]> {
+/** Which SSO sessions to end: one, or all of a user's (`exceptId`: all but that one). */
+export type SsoSessionFilter = { id: string } | { userId: string; exceptId?: string | undefined }
+
+/** Ends sessions (see `SsoSessionFilter`), returning the ended ones with their user. */
+export async function markSsoSessionsRevoked(trx: Trx, filter: SsoSessionFilter, reason: string): Promise<{ id: string; user_id: string }[]> {
   let q = trx.updateTable('sso_session').set({ revoked_at: sql`now()`, revoked_reason: reason }).where('revoked_at', 'is', null)
   q = 'id' in filter ? q.where('id', '=', filter.id) : q.where('user_id', '=', filter.userId)
+  if ('exceptId' in filter && filter.exceptId !== undefined) q = q.where('id', '<>', filter.exceptId)
   return q.returning(['id', 'user_id']).execute()
 }
 

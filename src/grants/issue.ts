@@ -1,10 +1,14 @@
 import type { Client } from '../clients/client.js'
+import { ACCOUNT_SCOPE } from './scope.js'
 import type { GrantDeps, TokenResponse } from './types.js'
 
-/** Audience of an access token: the client's configured resource servers, plus us for `openid`. */
+/**
+ * Audience of an access token: the client's configured resource servers, plus us for `openid`
+ * (/userinfo) and `tessera:account` (the self-service API, docs/account.md).
+ */
 export function audienceFor(client: Client, scope: string[], issuer: string): string[] {
   const aud = client.audience.length > 0 ? [...client.audience] : [issuer]
-  if (scope.includes('openid') && !aud.includes(issuer)) aud.push(issuer)
+  if ((scope.includes('openid') || scope.includes(ACCOUNT_SCOPE)) && !aud.includes(issuer)) aud.push(issuer)
   return aud
 }
 

@@ -1,5 +1,12 @@
 import { OAuthError } from '../errors.js'
 
+/**
+ * The scope of the self-service account API (`/account*`, docs/account.md): a user's token needs
+ * it there, so a token minted for a resource server cannot change the password. A client may
+ * request it when its allowed scopes list it; its tokens then name Tessera in `aud` too.
+ */
+export const ACCOUNT_SCOPE = 'tessera:account'
+
 // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 

@@ -3,6 +3,9 @@ import type { Services } from '../services.js'
 
 const CREDENTIALED = new Set(['/login', '/refresh', '/logout', '/token', '/userinfo', '/revoke'])
 
+/** The self-service account API (docs/account.md), which browser apps call with a bearer token. */
+const isAccountPath = (path: string) => path === '/account' || path.startsWith('/account/')
+
 /**
  * CORS for browser apps: an origin some client lists gets its own origin echoed back with
  * credentials (never `*` with credentials); any other origin gets no CORS headers at all.
@@ -12,7 +15,8 @@ export function registerCors(app: FastifyInstance, s: Services): void {
   // Callback style: most requests carry no Origin and leave at once, without a promise.
   app.addHook('onRequest', (req, reply, done) => {
     const origin = req.headers.origin
-    if (origin === undefined || !CREDENTIALED.has(req.url.split('?')[0]!)) return done()
+    const path = req.url.split('?')[0]!
+    if (origin === undefined || !(CREDENTIALED.has(path) || isAccountPath(path))) return done()
     s.clients.originAllowed(origin).then((ok) => {
       // A preflight is answered here; a hook that answers must not also continue.
       if (!(ok && answered(req, reply, origin))) done()
@@ -24,7 +28,7 @@ export function registerCors(app: FastifyInstance, s: Services): void {
     if (req.method !== 'OPTIONS') return false
     reply
       .code(204)
-      .header('access-control-allow-methods', 'GET, POST')
+      .header('access-control-allow-methods', isAccountPath(req.url.split('?')[0]!) ? 'GET, POST, DELETE' : 'GET, POST')
       .header('access-control-allow-headers', 'authorization, content-type')
       .header('access-control-max-age', '600')
       .send()

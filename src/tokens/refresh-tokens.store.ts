@@ -158,13 +158,14 @@ export async function findRefreshTokenState(db: Executor, presented: string): Pr
 }
 
 /** Why families are revoked outside rotation (reuse is decided inside `tessera_rotate_refresh_token`). */
-export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled' | 'code_reused' | 'sso_logout' | 'password_set' | 'user_deleted'
+export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled' | 'code_reused' | 'sso_logout' | 'password_set' | 'user_deleted' | 'password_changed' | 'revoked_by_user'
 
 /**
  * Which families to revoke: one, a user's (`liveOnly`: only those still within their absolute
- * limit, as logout everywhere counts them), or a client's. Already revoked ones are never touched.
+ * limit, as logout everywhere counts them; `exceptFamilyId`: all but that one, as a password change
+ * keeps the caller's own session), or a client's. Already revoked ones are never touched.
  */
-export type FamilyFilter = { familyId: string } | { userId: string; liveOnly?: boolean } | { clientId: string } | { ssoSessionId: string }
+export type FamilyFilter = { familyId: string } | { userId: string; liveOnly?: boolean; exceptFamilyId?: string | undefined } | { clientId: string } | { ssoSessionId: string }
 
 /**
  * The one way a family is revoked outside rotation, and audited: one statement locks the matching
@@ -185,6 +186,7 @@ export async function revokeFamilies(trx: Trx, filter: FamilyFilter, reason: Fam
   else {
     target = target.where('user_id', '=', filter.userId)
     if (filter.liveOnly) target = target.where('expires_at', '>', sql<Date>`now()`)
+    if (filter.exceptFamilyId !== undefined) target = target.where('id', '<>', filter.exceptFamilyId)
   }
   return trx
     .with('target', () => target.orderBy('id').forUpdate())

@@ -1,0 +1,41 @@
+import { sql } from 'kysely'
+import type { Executor, Trx } from '../db/schema.js'
+
+/** What a user sees of their own account (`GET /account`). */
+export interface AccountProfile {
+  id: string
+  username: string
+  name: string | null
+  email: string | null
+  email_verified: boolean
+  roles: string[]
+  created_at: Date
+}
+
+/** The profile of an enabled user; undefined when there is no such user or they are disabled. */
+export async function findAccount(db: Executor, userId: string): Promise<AccountProfile | undefined> {
+  return db
+    .selectFrom('app_user')
+    .select(['id', 'username', 'name', 'email', 'email_verified', 'roles', 'created_at'])
+    .where('id', '=', userId)
+    .where('disabled_at', 'is', null)
+    .executeTakeFirst()
+}
+
+/** True when the family exists and is not revoked. */
+export async function familyNotRevoked(db: Executor, familyId: string): Promise<boolean> {
+  const row = await db.selectFrom('refresh_token_family').select('id').where('id', '=', familyId).where('revoked_at', 'is', null).executeTakeFirst()
+  return row !== undefined
+}
+
+/** Replaces an enabled user's password hash (and holds the user's row lock until the commit); false when there is no such user or they are disabled. */
+export async function setAccountPassword(trx: Trx, userId: string, passwordHash: string): Promise<boolean> {
+  const row = await trx
+    .updateTable('app_user')
+    .set({ password_hash: passwordHash, updated_at: sql`now()` })
+    .where('id', '=', userId)
+    .where('disabled_at', 'is', null)
+    .returning('id')
+    .executeTakeFirst()
+  return row !== undefined
+}
