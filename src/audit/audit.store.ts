@@ -24,6 +24,12 @@ export type AuditType =
   | 'authorization_code.reuse_detected'
   | 'consent.granted'
   | 'consent.revoked'
+  // Clients through the admin API or the CLI (docs/admin-clients.md); never a secret in `detail`.
+  | 'client.created'
+  | 'client.updated'
+  | 'client.secret_rotated'
+  | 'client.enabled'
+  | 'client.deleted'
 
 export interface AuditEvent {
   type: AuditType
