@@ -8,6 +8,7 @@ import type { DatabaseHandle } from './db/connect.js'
 import { housekeepingJob } from './housekeeping/housekeeping.js'
 import { adminAuditRoute } from './http/admin/audit.route.js'
 import { adminKeysRoute } from './http/admin/keys.route.js'
+import { adminClientsRoute } from './http/admin/clients.route.js'
 import { adminSessionsRoute } from './http/admin/sessions.route.js'
 import { adminThrottleRoute } from './http/admin/throttle.route.js'
 import { registerCors } from './http/cors.js'
@@ -235,6 +236,8 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
     endSessionRoutes(scope, services, pages)
   })
   // ---
+  // Issue 14: the clients admin API (docs/admin-clients.md).
+  adminClientsRoute(app, services)
 
   await app.ready()
   const housekeeping = new Job(housekeepingJob(db, config, metrics, clock, app.log), jobDeps)
