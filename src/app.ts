@@ -11,6 +11,7 @@ import { adminKeysRoute } from './http/admin/keys.route.js'
 import { adminClientsRoute } from './http/admin/clients.route.js'
 import { adminSessionsRoute } from './http/admin/sessions.route.js'
 import { adminThrottleRoute } from './http/admin/throttle.route.js'
+import { adminUsersRoute } from './http/admin/users.route.js'
 import { registerCors } from './http/cors.js'
 import { registerErrorHandler, sendError, toOAuthError } from './http/error-handler.js'
 import { healthRoute } from './http/health.route.js'
@@ -228,6 +229,9 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
   adminAuditRoute(app, services)
   adminKeysRoute(app, services)
   adminThrottleRoute(app, services)
+  // --- admin API (issue 14): users
+  adminUsersRoute(app, services)
+  // ---
   // --- authorization-code flow (issue 13): /par, and the pages under one headers plugin
   parRoute(app, services)
   adminSsoRoute(app, services)

@@ -45,11 +45,13 @@ const STATUS: Record<OAuthErrorCode, number> = {
 
 /**
  * HTTP-level refusals that have no OAuth code of their own: no such resource, wrong method, body
- * or URL too large (their body says `invalid_request`), and too many requests (429, RFC 6585 §4: a
+ * or URL too large (their body says `invalid_request`), the admin API's conflict (409), stale or
+ * missing `If-Match` (412, 428) and `Idempotency-Key` reused for another request (422), all with
+ * `invalid_request`, and too many requests (429, RFC 6585 §4: a
  * throttled password check or a client over its rate; the body says `temporarily_unavailable`).
  * Only the status tells them apart from the code's own.
  */
-export type TransportStatus = 404 | 405 | 413 | 414 | 429
+export type TransportStatus = 404 | 405 | 409 | 412 | 413 | 414 | 422 | 428 | 429
 
 /** The one error type of Tessera: `description` is safe to show, `detail` is for logs only. */
 export class OAuthError extends Error {
@@ -73,7 +75,7 @@ export class OAuthError extends Error {
     this.authScheme = scheme
     return this
   }
-  /** Answers with an HTTP-level status (404, 405, 413, 414, 429) instead of the code's own. */
+  /** Answers with an HTTP-level status (404, 405, 409, 412, 413, 414, 422, 428, 429) instead of the code's own. */
   withStatus(status: TransportStatus): this {
     this.transportStatus = status
     return this

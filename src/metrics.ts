@@ -23,10 +23,11 @@ export type HousekeepingTable =
   | 'authorization_request'
   | 'authorization_code'
   | 'sso_session'
+  | 'idempotency_key'
 
 const GRANTS: readonly TokenGrant[] = [...GRANT_TYPES, 'login']
 const EVENTS: readonly Exclude<RefreshEvent, 'revoked'>[] = ['issued', 'rotated', 'retried', 'reuse_detected']
-const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event', 'login_throttle', 'authorization_request', 'authorization_code', 'sso_session']
+const TABLES: readonly HousekeepingTable[] = ['refresh_token_family', 'refresh_token', 'revoked_access_token', 'audit_event', 'login_throttle', 'authorization_request', 'authorization_code', 'sso_session', 'idempotency_key']
 const THROTTLE_KINDS: readonly ThrottleKind[] = ['account', 'address', 'address_account']
 // Anything else (WebDAV verbs and the like from scanners) is one series, not one per verb.
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { recordEvent } from '../audit/audit.store.js'
 import { actorDetail, type AuditContext, type RequestContext } from '../audit/context.js'
-import type { Db } from '../db/schema.js'
+import type { Db, Trx } from '../db/schema.js'
 import { revokeFamilies } from '../tokens/refresh-tokens.store.js'
 import { insertSsoSession, markSsoSessionsRevoked, sessionClients, ssoSessionIdByHash, touchSsoSession, type SsoLifetimes, type SsoSession } from './sso-sessions.store.js'
 
@@ -61,19 +61,25 @@ export interface EndedSession {
  * them, in one transaction with their audit events. Returns the ended sessions with the clients
  * that registered a back-channel logout URI (the caller notifies them after the commit).
  */
-export async function endSsoSessions(db: Db, filter: { id: string } | { userId: string }, reason: 'logout' | 'admin', ctx: AuditContext): Promise<EndedSession[]> {
-  return db.transaction().execute(async (trx) => {
-    const ended = await markSsoSessionsRevoked(trx, filter, reason)
-    const out: EndedSession[] = []
-    for (const s of ended) {
-      const families = await revokeFamilies(trx, { ssoSessionId: s.id }, 'sso_logout', ctx)
-      const clients = await sessionClients(trx, s.id)
-      await recordEvent(trx, { type: 'sso_session.ended', userId: s.user_id, ...ctx, detail: { sid: s.id, reason, families: families.length, ...actorDetail(ctx.actor) } })
-      out.push({
-        sessionId: s.id, userId: s.user_id, revokedFamilies: families.length,
-        backchannel: clients.filter((c) => c.backchannel_logout_uri !== null).map((c) => ({ clientId: c.client_id, uri: c.backchannel_logout_uri!, alg: c.id_token_signed_response_alg })),
-      })
-    }
-    return out
-  })
+export async function endSsoSessions(db: Db, filter: { id: string } | { userId: string }, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
+  return db.transaction().execute((trx) => endSsoSessionsIn(trx, filter, reason, ctx))
+}
+
+/** Why SSO sessions end outside their lifetime. */
+export type SsoEndReason = 'logout' | 'admin' | 'user_disabled' | 'user_deleted'
+
+/** `endSsoSessions` in the caller's transaction (a user disabled or deleted with everything else). */
+export async function endSsoSessionsIn(trx: Trx, filter: { id: string } | { userId: string }, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {
+  const ended = await markSsoSessionsRevoked(trx, filter, reason)
+  const out: EndedSession[] = []
+  for (const s of ended) {
+    const families = await revokeFamilies(trx, { ssoSessionId: s.id }, 'sso_logout', ctx)
+    const clients = await sessionClients(trx, s.id)
+    await recordEvent(trx, { type: 'sso_session.ended', userId: s.user_id, ...ctx, detail: { sid: s.id, reason, families: families.length, ...actorDetail(ctx.actor) } })
+    out.push({
+      sessionId: s.id, userId: s.user_id, revokedFamilies: families.length,
+      backchannel: clients.filter((c) => c.backchannel_logout_uri !== null).map((c) => ({ clientId: c.client_id, uri: c.backchannel_logout_uri!, alg: c.id_token_signed_response_alg })),
+    })
+  }
+  return out
 }

@@ -3,21 +3,15 @@ import { passwordPolicyProblem, PasswordHasher } from '../users/passwords.js'
 import { CLI_CONTEXT } from '../audit/context.js'
 import { disableUser } from '../users/disable-user.js'
 import { createUser, listUsers, updateUserProfile } from '../users/users.store.js'
-import type { UserProfile } from '../users/user.js'
+import { normalizeUsername, type UserProfile } from '../users/user.js'
+import { parseProfile, parseRoles, parseUsername } from '../users/user-input.js'
 
-/** The profile options of `users create|update` (OIDC Core §5.1 claims). */
+/**
+ * The profile options of `users create|update` (OIDC Core §5.1 claims), validated by the same
+ * functions as the admin API (`users/user-input.ts`); '' clears an attribute.
+ */
 function profileOptions(o: { name?: string | undefined; email?: string | undefined }, verified: boolean | undefined): Partial<UserProfile> {
-  const p: Partial<UserProfile> = {}
-  if (o.name !== undefined) {
-    if (o.name.length > 256 || /[\x00-\x1f]/.test(o.name)) throw new CliError('--name must be at most 256 printable characters')
-    p.name = o.name === '' ? null : o.name
-  }
-  if (o.email !== undefined) {
-    if (o.email !== '' && !/^[^\s@]{1,64}@[^\s@]{1,255}$/.test(o.email)) throw new CliError('--email must be an e-mail address')
-    p.email = o.email === '' ? null : o.email
-  }
-  if (verified !== undefined) p.emailVerified = verified
-  return p
+  return parseProfile({ name: o.name, email: o.email, emailVerified: verified }, { name: '--name', email: '--email', emailVerified: '--email-verified' })
 }
 import { CliError, list, parseCommand, printJson, printList, type CliIo } from './io.js'
 import { withChange } from './with-change.js'
@@ -31,15 +25,17 @@ export async function usersCommand(config: Config, args: string[], io: CliIo): P
       const o = parseCommand('users create', rest)
       const profile = profileOptions(o, o['email-verified'])
       if (!o.username) throw new CliError('users create needs --username')
-      if (!/^[\p{L}\p{N}._@+-]{1,256}$/u.test(o.username)) throw new CliError('username may contain letters, digits and . _ @ + - (at most 256)')
+      // The one username rule of the admin API too (Unicode NFKC, lower case; users/user-input.ts).
+      const username = parseUsername(o.username)
+      const roles = parseRoles(list(o.roles), '--roles')
       // Never a password on the command line: it would land in shell history and `ps`.
       if (!o['password-stdin']) throw new CliError('users create needs --password-stdin (the password is read from standard input)')
       const password = (await io.readStdin()).replace(/\r?\n$/, '')
-      const problem = await passwordPolicyProblem(password, o.username)
+      const problem = await passwordPolicyProblem(password, username)
       if (problem) throw new CliError(problem)
       const passwordHash = await new PasswordHasher(config.argon2).hash(password)
       const user = await withDatabase(config, async (db) => {
-        const created = await createUser(db, { username: o.username!, passwordHash, roles: list(o.roles) })
+        const created = await createUser(db, { username, passwordHash, roles })
         if (created && Object.keys(profile).length > 0) await updateUserProfile(db, created.username, profile)
         return created && { ...created, profile: { ...created.profile, ...profile } }
       })
@@ -57,7 +53,7 @@ export async function usersCommand(config: Config, args: string[], io: CliIo): P
       // Profile claims are read from the database on every request: nothing cached to wait for.
       const found = await withDatabase(config, (db) => updateUserProfile(db, o.username!, profile))
       if (!found) throw new CliError(`no user ${o.username}`)
-      printJson(io, { username: o.username.toLowerCase(), updated: Object.keys(profile).map((k) => (k === 'emailVerified' ? 'email_verified' : k)) })
+      printJson(io, { username: normalizeUsername(o.username), updated: Object.keys(profile).map((k) => (k === 'emailVerified' ? 'email_verified' : k)) })
       return 0
     }
     case 'list': {
@@ -71,7 +67,7 @@ export async function usersCommand(config: Config, args: string[], io: CliIo): P
       if (!o.username) throw new CliError('users disable needs --username')
       const { result: found, propagation } = await withChange(config, io, (db) => disableUser(db, o.username!, CLI_CONTEXT), (found) => !found)
       if (!found) throw new CliError(`no user ${o.username}`)
-      printJson(io, { username: o.username.toLowerCase(), disabled: true, propagation })
+      printJson(io, { username: normalizeUsername(o.username), disabled: true, propagation })
       return 0
     }
     default:

@@ -14,6 +14,8 @@ export interface AppUserTable {
   name: string | null
   email: string | null
   email_verified: Generated<boolean>
+  /** Bumped by every admin-visible change (migration 0021): the `ETag` `"v<N>"` of the admin API. */
+  version: Generated<number>
 }
 
 export interface ClientTable {
@@ -211,6 +213,21 @@ export interface AuthorizationCodeTable {
   access_token_expires_at: Timestamp | null
 }
 
+/**
+ * A create done with an `Idempotency-Key` (migration 0021), per acting admin client: the request's
+ * fingerprint and the response a retry gets. Never holds a secret; deleted after 24 h (housekeeping).
+ */
+export interface IdempotencyKeyTable {
+  actor: string
+  key: string
+  /** Hex SHA-256 of method, path and canonical JSON body. */
+  fingerprint: string
+  response_status: number
+  response_headers: ColumnType<Record<string, string>, string | undefined, string>
+  response_body: ColumnType<unknown, string, string>
+  created_at: Generated<Date>
+}
+
 /** The Kysely view of the schema that `migrations/` creates. */
 export interface Database {
   app_user: AppUserTable
@@ -229,6 +246,7 @@ export interface Database {
   consent: ConsentTable
   authorization_request: AuthorizationRequestTable
   authorization_code: AuthorizationCodeTable
+  idempotency_key: IdempotencyKeyTable
 }
 
 declare const database: unique symbol

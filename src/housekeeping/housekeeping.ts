@@ -4,6 +4,7 @@ import type { Config } from '../config.js'
 import type { Db } from '../db/schema.js'
 import type { JobDefinition } from '../jobs.js'
 import type { HousekeepingTable, Metrics } from '../metrics.js'
+import { deleteExpiredIdempotencyKeys } from '../admin/idempotency.store.js'
 import { deleteQuietThrottles } from '../throttle/login-throttle.store.js'
 import { deleteDeadFamilies, deleteDeadSsoSessions, deleteExpiredAuthorizationCodes, deleteExpiredAuthorizationRequests, deleteExpiredDenylist, deleteOldAuditEvents } from './housekeeping.store.js'
 
@@ -52,7 +53,7 @@ export function housekeepingSettings(config: Config): HousekeepingSettings {
  * wait on each other and never delete the same row; each batch is its own short transaction.
  */
 export async function runHousekeeping(db: Db, settings: HousekeepingSettings, limits: RunLimits = {}): Promise<DeletedRows> {
-  const deleted: DeletedRows = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0, login_throttle: 0, authorization_request: 0, authorization_code: 0, sso_session: 0 }
+  const deleted: DeletedRows = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0, login_throttle: 0, authorization_request: 0, authorization_code: 0, sso_session: 0, idempotency_key: 0 }
   const count = (table: HousekeepingTable, rows: number) => {
     if (rows === 0) return
     deleted[table] += rows
@@ -85,6 +86,8 @@ export async function runHousekeeping(db: Db, settings: HousekeepingSettings, li
     batch('sso_session', () => deleteDeadSsoSessions(db, settings.retentionSeconds, n)),
   )
   // ---
+  // Admin API (issue 14): Idempotency-Keys older than 24 h.
+  tasks.push(batch('idempotency_key', () => deleteExpiredIdempotencyKeys(db, n)))
   if (settings.auditRetentionDays > 0) {
     tasks.push(async () => {
       const r = await deleteOldAuditEvents(db, settings.auditRetentionDays, n)

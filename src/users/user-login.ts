@@ -52,7 +52,7 @@ export function userLogin(db: Db, hasher: PasswordHasher, throttle: LoginThrottl
       let ok: boolean
       try {
         user = username.includes('\0') ? undefined : await findUserByUsername(db, username)
-        ok = user && !user.disabled && password !== '' ? await slot.verify(user.passwordHash, password) : await slot.verifyDecoy(password)
+        ok = user && !user.disabled && password !== '' && user.passwordHash !== '' ? await slot.verify(user.passwordHash, password) : await slot.verifyDecoy(password)
       } catch (err) {
         slot.release()
         // No password was judged: take the attempt's count back (best effort; it fails with the database).

@@ -6,6 +6,9 @@ export interface User {
   roles: string[]
   disabled: boolean
   createdAt: Date
+  updatedAt: Date
+  /** Bumped by every admin-visible change: the admin API's ETag `"v<N>"`. */
+  version: number
   /** Optional profile attributes (OIDC Core §5.1), released by scope: `profile`, `email`. */
   profile: UserProfile
 }
@@ -17,7 +20,12 @@ export interface UserProfile {
   emailVerified: boolean
 }
 
-/** Usernames are compared case-insensitively; they are stored lower-cased. */
+/**
+ * The one username rule (docs/admin-users.md "Usernames"): Unicode NFKC, then lower case (then NFKC
+ * once more, so that the rule is idempotent even where lower-casing yields a decomposable form).
+ * Usernames are stored normalised and unique under the rule: `Ａlice` (full-width A), `ALICE` and
+ * `alice` are one user, at login and at create (409).
+ */
 export function normalizeUsername(username: string): string {
-  return username.normalize('NFC').toLowerCase()
+  return username.normalize('NFKC').toLowerCase().normalize('NFKC')
 }

@@ -19,7 +19,7 @@ import { ManualClock } from '../helpers/clock.js'
 const PASSWORD = 'correct horse battery'
 const DAY = 86_400
 const SETTINGS: HousekeepingSettings = { retentionSeconds: 7 * DAY, auditRetentionDays: 90, batchSize: 500 }
-const NONE = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0, login_throttle: 0, authorization_request: 0, authorization_code: 0, sso_session: 0 }
+const NONE = { refresh_token_family: 0, refresh_token: 0, revoked_access_token: 0, audit_event: 0, login_throttle: 0, authorization_request: 0, authorization_code: 0, sso_session: 0, idempotency_key: 0 }
 
 type Client = { id: string; secret: string | undefined }
 
