@@ -4,7 +4,7 @@
 // transaction naming the acting client, and is answered once every live instance has applied it
 // (the client row's trigger announces it; README "Changes reach every instance").
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, FastifySchemaValidationError } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify'
 import { runIdempotent } from '../../admin/idempotency.js'
 import { requestContext } from '../params.js'
 import type { AuditContext } from '../../audit/context.js'
@@ -24,6 +24,7 @@ import { errorResponses } from '../schemas/common.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { adminGuard, adminOf } from './guard.js'
 import { etagOf, idempotencyOf, ifMatchVersions, sendCreated, versionMismatch } from './preconditions.js'
+import { namingSchemaErrors } from './validation.js'
 
 // --- Schemas (TypeBox: validation, types and the OpenAPI document from one definition)
 
@@ -156,18 +157,6 @@ function described<T extends FastifySchema>(schema: T & { summary: string; descr
 }
 const TAGS = ['admin']
 
-/** Fastify validation errors naming the field (`body/grant_types must be array`, `body/foo is not a known field`). */
-function fieldError(errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const e = errors[0]
-  if (!e) return new Error(`${dataVar} is invalid`)
-  const path = `${dataVar}${e.instancePath}`
-  const extra = (e.params as { additionalProperty?: unknown }).additionalProperty
-  if (e.keyword === 'additionalProperties' && typeof extra === 'string') return new Error(`${path}/${extra.slice(0, 100)} is not a known field`)
-  const missing = (e.params as { missingProperty?: unknown }).missingProperty
-  if (e.keyword === 'required' && typeof missing === 'string') return new Error(`${path}/${missing} is required`)
-  return new Error(`${path} ${e.message ?? 'is invalid'}`)
-}
-
 // --- Helpers
 
 const noSuchClient = () => new OAuthError('invalid_request', 'no such client').withStatus(404)
@@ -242,7 +231,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.post<{ Body: CreateBody }>('/admin/clients', {
     onRequest: write,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Register a client; its secret is in this answer only',
       description: 'Every setting of `tessera clients create`. 201 with Location and ETag. With an Idempotency-Key, a retry gets the stored answer without the secret (it is never stored).',
@@ -273,7 +262,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.get<{ Querystring: ListQuery }>('/admin/clients', {
     onRequest: read,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'List clients, oldest first, one page at a time',
       tags: TAGS,
@@ -298,7 +287,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.get<{ Params: IdParams }>('/admin/clients/:id', {
     onRequest: read,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Read a client (with its ETag)',
       tags: TAGS,
@@ -313,7 +302,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.patch<{ Params: IdParams; Body: PatchBody }>('/admin/clients/:id', {
     onRequest: write,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Change settings of a client (If-Match required)',
       description: 'The settings sent replace the current ones; the rest keep their value. The combination is checked as at registration. A change that changes nothing keeps the version and records nothing.',
@@ -338,7 +327,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
     preValidation: async (req) => {
       if (req.body === undefined || req.body === null) req.body = {}
     },
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Rotate the secret; the new one is in this answer only, the old one works for the overlap',
       description: 'The replaced secret keeps authenticating for overlap_seconds (default CLIENT_SECRET_OVERLAP_SECONDS), then stops; a secret replaced by an earlier rotation stops at once. If-Match optional.',
@@ -358,7 +347,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.post<{ Params: IdParams }>('/admin/clients/:id/disable', {
     onRequest: write,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Disable a client: revokes every refresh-token family of it; every instance refuses it',
       tags: TAGS,
@@ -375,7 +364,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.post<{ Params: IdParams }>('/admin/clients/:id/enable', {
     onRequest: write,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Enable a disabled client (its revoked families stay revoked)',
       tags: TAGS,
@@ -391,7 +380,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
 
   app.delete<{ Params: IdParams }>('/admin/clients/:id', {
     onRequest: write,
-    schemaErrorFormatter: fieldError,
+    schemaErrorFormatter: namingSchemaErrors,
     schema: described({
       summary: 'Delete a client: revokes everything it holds; its audit rows stay',
       tags: TAGS,
