@@ -508,3 +508,24 @@ t.test('a second instance on the same database: a settings change, a rotation wi
   t.equal(disabled.json().propagation.confirmed.length, 2)
   t.equal((await onB('read', rotated.json().client_secret)).statusCode, 401, 'B refuses the disabled client at once')
 })
+
+t.test('the embedded database (PGlite): create, rotate with an overlap, list and delete', async (t) => {
+  const clock = new ManualClock()
+  const app = await testApp(t, { backend: 'pglite', clock })
+  const adminClient = await app.createClient({ name: 'pipeline', grantTypes: ['client_credentials'], scopes: ['tessera:admin:clients'], audience: [] })
+  const admin = await clientToken(app, adminClient, 'tessera:admin:clients')
+  const created = (await call(app, 'POST', '/admin/clients', admin, { body: API, headers: { 'idempotency-key': 'k1' } })).json() as Json
+  const rotated = await call(app, 'POST', `/admin/clients/${created.client_id}/secret`, admin, { body: { overlap_seconds: 30 }, headers: { 'if-match': '"v1"' } })
+  t.equal(rotated.statusCode, 200, rotated.body)
+  const auth = async (secret: string) => (await tokenRequest(app, { grant_type: 'client_credentials', scope: 'read' }, { id: created.client_id, secret })).statusCode
+  t.equal(await auth(created.client_secret), 200, 'the old secret during the overlap')
+  clock.advance(30_000)
+  t.equal(await auth(created.client_secret), 401, 'not after it')
+  t.equal(await auth(rotated.json().client_secret), 200)
+  const list = await call(app, 'GET', '/admin/clients?limit=1', admin)
+  t.equal(list.statusCode, 200)
+  t.type(list.json().next_cursor, 'string')
+  const next = await call(app, 'GET', `/admin/clients?limit=1&cursor=${list.json().next_cursor}`, admin)
+  t.same(next.json().clients.map((c: Json) => c.client_id), [created.client_id])
+  t.equal((await call(app, 'DELETE', `/admin/clients/${created.client_id}`, admin)).statusCode, 204)
+})
