@@ -7,7 +7,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { buildApp } from '../../src/app.js'
 import { openDatabase } from '../../src/db/connect.js'
-import { basic, FORM, form, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
+import { FORM, form, passwordLogin, testApp, tokenRequest, type TestApp } from '../helpers/app.js'
 import { ManualClock } from '../helpers/clock.js'
 
 const PASSWORD = 'correct horse battery'

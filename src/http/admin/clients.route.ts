@@ -357,7 +357,8 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 200: Changed, ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
-    done(await disableClientIfVersion(s.db, req.params.id, adminContext(req), optionalIfMatch(req)))
+    const { familiesRevoked } = done(await disableClientIfVersion(s.db, req.params.id, adminContext(req), optionalIfMatch(req)))
+    if (familiesRevoked > 0) s.metrics.refreshEvent('revoked', 'client_disabled', familiesRevoked)
     const c = await clientOr404(s, req.params.id)
     return withEtag(reply, c).send({ ...adminClientJson(c), propagation: await propagated(s) })
   })
@@ -390,7 +391,8 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 204: Type.Null({ description: 'Deleted; every live instance has applied it (or PROPAGATION_WAIT_SECONDS passed).' }), ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
-    done(await deleteClient(s.db, req.params.id, { ctx: adminContext(req), expectedVersions: optionalIfMatch(req) }))
+    const { familiesRevoked } = done(await deleteClient(s.db, req.params.id, { ctx: adminContext(req), expectedVersions: optionalIfMatch(req) }))
+    if (familiesRevoked > 0) s.metrics.refreshEvent('revoked', 'admin', familiesRevoked)
     await propagated(s)
     return reply.code(204).header('cache-control', 'no-store').send()
   })
