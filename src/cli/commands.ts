@@ -56,7 +56,7 @@ const table = {
     summary: 'create a user',
     details: 'The password is read from standard input, never from the command line (shell history, ps); it must follow the password rules (README "Brute force and abuse").',
     options: {
-      username: { type: 'string', value: 'U', description: 'the login name: letters, digits and . _ @ + - (at most 256)', required: true },
+      username: { type: 'string', value: 'U', description: 'the login name: letters, digits and . _ @ + - (at most 256), stored after Unicode NFKC and lower-casing', required: true },
       'password-stdin': { type: 'boolean', description: 'read the password from standard input (required)', required: true },
       roles: { type: 'string', value: 'a,b', description: 'roles, comma-separated', default: 'none' },
       name: { type: 'string', value: 'N', description: 'display name (the `name` claim)' },

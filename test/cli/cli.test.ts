@@ -101,6 +101,16 @@ t.test('users create of an existing username exits 2 and changes nothing', async
   t.same((await sql.query('select id, password_hash from app_user')).rows, before)
 })
 
+t.test('users create normalises usernames like the admin API (Unicode NFKC, lower case)', async (t) => {
+  const { cli, sql } = await setup(t)
+  const created = await cli(['users', 'create', '--username', 'Ａlice', '--password-stdin'])
+  t.equal(created.code, 0, created.err)
+  t.equal(created.json().username, 'alice', 'the full-width A is an a')
+  usageError(t, await cli(['users', 'create', '--username', 'ａｌｉｃｅ', '--password-stdin'], 'another password\n'), /^tessera: user ａｌｉｃｅ already exists$/)
+  usageError(t, await cli(['users', 'create', '--username', 'bob', '--password-stdin', '--roles', 'a;b c,d\u0001'], 'another password\n'), /^tessera: --roles must be words/)
+  t.same((await sql.query('select username from app_user')).rows, [{ username: 'alice' }])
+})
+
 t.test('users create refuses weak passwords with a clear message (#100)', async (t) => {
   const { cli, sql } = await setup(t)
   usageError(t, await cli(['users', 'create', '--username', 'alice', '--password-stdin'], 'password\n'), /^tessera: password is on the list of common and breached passwords: choose another$/)

@@ -85,6 +85,9 @@ function requests(c: Awaited<ReturnType<typeof setup>>): fc.Arbitrary<FuzzReques
     fc.constantFrom('alice', 'nobody').chain((u) => fc.constantFrom(`/admin/users/${u}/sso-sessions`, `/admin/users/${u}/consents`)),
     fc.constantFrom('alice', 'nobody', '00000000-0000-0000-0000-000000000000', '%00', 'a'.repeat(300)).map((u) => `/admin/users/${u}/sessions`),
     fc.constantFrom('00000000-0000-0000-0000-000000000000', 'not-a-uuid').map((id) => `/admin/sessions/${id}`),
+    // Admin API (issue 14): users.
+    fc.constantFrom('/admin/users', '/admin/users?limit=2&prefix=A', '/admin/users?cursor=%25&disabled=maybe'),
+    fc.constantFrom('alice', 'Ａlice', 'nobody', '00000000-0000-0000-0000-000000000000', '%00', 'a'.repeat(300)).chain((u) => fc.constantFrom(`/admin/users/${u}`, `/admin/users/${u}/password`, `/admin/users/${u}/disable`, `/admin/users/${u}/enable`)),
     fc.constantFrom(c.kid, 'unknown', '..%2f..').map((kid) => `/admin/keys/${kid}/revoke`),
     fc.constantFrom('EdDSA', 'RS256', 'none').map((alg) => `/admin/keys/lines/${alg}/retire`),
     fc.webPath().map((p) => (p.startsWith('/') ? p : `/${p}`)),
@@ -109,6 +112,7 @@ function requests(c: Awaited<ReturnType<typeof setup>>): fc.Arbitrary<FuzzReques
     params.map((p) => JSON.stringify(Object.fromEntries(p))),
     fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)),
     fc.constant(JSON.stringify({ username: 'alice', password: PASSWORD, client_id: c.browser.id })),
+    fc.constantFrom(JSON.stringify({ username: 'Ａlice', password: PASSWORD, roles: ['a'], profile: { name: null, email: 'a@b' } }), JSON.stringify({ profile: { email_verified: null }, roles: [] }), JSON.stringify({ password: PASSWORD, revoke_sessions: false })),
     fc.constant(`response_type=code&client_id=${c.code.id}&redirect_uri=${encodeURIComponent(REDIRECT)}&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256`),
     fc.constant(`grant_type=password&username=alice&password=${encodeURIComponent(PASSWORD)}&client_id=${c.confidential.id}&client_secret=${c.confidential.secret}`),
     junk,

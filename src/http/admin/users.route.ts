@@ -2,7 +2,7 @@
 // disable, enable, delete. Guarded per area (`tessera:admin:users[:read]`) before the body is read;
 // concurrency through ETag / If-Match and Idempotency-Key (`preconditions.ts`).
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuditContext } from '../../audit/context.js'
 import { InputError } from '../../errors.js'
 import type { Services } from '../../services.js'
@@ -17,7 +17,7 @@ import { requestContext } from '../params.js'
 import { errorResponses } from '../schemas/common.js'
 import { adminGuard, adminOf } from './guard.js'
 import { etagOf, idempotencyOf, ifMatchVersions, sendCreated } from './preconditions.js'
-import { namingSchemaErrors } from './validation.js'
+import { documented, namingSchemaErrors } from './validation.js'
 
 export const USERS_DEFAULT_LIMIT = 50
 export const USERS_MAX_LIMIT = 500
@@ -107,9 +107,6 @@ const PasswordResult = Type.Object({ user: UserBody, families_revoked: Type.Inte
 const IfMatch = Type.Object({ 'if-match': Type.Optional(Type.String({ description: 'The ETag of the user as last read (`"v3"`).' })) })
 const IdempotencyKey = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ description: '1–255 printable ASCII characters: a retry with the same key and request gets the first response.' })) })
 
-/** A route schema with its OpenAPI members (summary, tags, security), typed before @fastify/swagger is in. */
-const doc = (schema: FastifySchema & { summary: string; tags: string[]; security: Record<string, string[]>[] }): FastifySchema => schema
-
 const security = [{ bearer: [] }]
 const tags = ['admin']
 
@@ -152,7 +149,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Body: CreateBody }>('/admin/users', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: 'Create a user', tags, security, headers: IdempotencyKey, body: CreateBody,
       response: { 201: UserBody, ...errorResponses(400, 401, 403, 409, 422, 503) },
     }),
@@ -172,7 +169,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Querystring: ListQuery }>('/admin/users', {
     ...common,
     onRequest: read,
-    schema: doc({
+    schema: documented({
       summary: 'List users (cursor pagination, filters)', tags, security, querystring: ListQuery,
       response: { 200: ListBody, ...errorResponses(400, 401, 403) },
     }),
@@ -196,13 +193,13 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Params: UserParams }>('/admin/users/:user', {
     ...common,
     onRequest: read,
-    schema: doc({ summary: 'Read a user', tags, security, params: UserParams, response: { 200: UserBody, ...errorResponses(400, 401, 403, 404) } }),
+    schema: documented({ summary: 'Read a user', tags, security, params: UserParams, response: { 200: UserBody, ...errorResponses(400, 401, 403, 404) } }),
   }, async (req, reply) => sendUser(reply, await userOf(s, req.params.user)))
 
   app.patch<{ Params: UserParams; Body: PatchBody }>('/admin/users/:user', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: "Update a user's profile attributes and roles (If-Match required)", tags, security, params: UserParams, headers: IfMatch, body: PatchBody,
       response: { 200: UserBody, ...errorResponses(400, 401, 403, 404, 412, 428) },
     }),
@@ -218,7 +215,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.delete<{ Params: UserParams }>('/admin/users/:user', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: 'Delete a user (revokes every session; audit events stay)', tags, security, params: UserParams, headers: IfMatch,
       response: { 204: Type.Null({ description: 'Deleted.' }), ...errorResponses(400, 401, 403, 404, 412) },
     }),
@@ -234,7 +231,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.put<{ Params: UserParams; Body: PasswordBody }>('/admin/users/:user/password', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: "Set a user's password (revokes their sessions unless revoke_sessions is false)", tags, security, params: UserParams, headers: IfMatch, body: PasswordBody,
       response: { 200: PasswordResult, ...errorResponses(400, 401, 403, 404, 412, 503) },
     }),
@@ -251,7 +248,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Params: UserParams }>('/admin/users/:user/disable', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: 'Disable a user (revokes every refresh-token family and SSO session)', tags, security, params: UserParams, headers: IfMatch,
       response: { 200: EndedBody, ...errorResponses(400, 401, 403, 404, 412) },
     }),
@@ -268,7 +265,7 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Params: UserParams }>('/admin/users/:user/enable', {
     ...common,
     onRequest: write,
-    schema: doc({
+    schema: documented({
       summary: 'Enable a disabled user', tags, security, params: UserParams, headers: IfMatch,
       response: { 200: UserBody, ...errorResponses(400, 401, 403, 404, 412) },
     }),
