@@ -4,7 +4,7 @@
 // transaction naming the acting client, and is answered once every live instance has applied it
 // (the client row's trigger announces it; README "Changes reach every instance").
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { runIdempotent } from '../../admin/idempotency.js'
 import { requestContext } from '../params.js'
 import type { AuditContext } from '../../audit/context.js'
@@ -24,7 +24,7 @@ import { errorResponses } from '../schemas/common.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { adminGuard, adminOf } from './guard.js'
 import { etagOf, idempotencyOf, ifMatchVersions, sendCreated, versionMismatch } from './preconditions.js'
-import { namingSchemaErrors } from './validation.js'
+import { documented, namingSchemaErrors } from './validation.js'
 
 // --- Schemas (TypeBox: validation, types and the OpenAPI document from one definition)
 
@@ -148,13 +148,6 @@ const IdempotencyHeader = Type.Object({ 'idempotency-key': Type.Optional(Type.St
 
 const SECURITY = [{ bearer: [] }]
 
-/**
- * A route schema with its OpenAPI members (summary, description, tags, security), which fastify's
- * own type does not declare until @fastify/swagger is registered.
- */
-function described<T extends FastifySchema>(schema: T & { summary: string; description?: string; tags: string[]; security: Record<string, string[]>[] }): T {
-  return schema
-}
 const TAGS = ['admin']
 
 // --- Helpers
@@ -232,9 +225,9 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Body: CreateBody }>('/admin/clients', {
     onRequest: write,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    // Every setting of `tessera clients create`. 201 with Location and ETag. With an Idempotency-Key, a retry gets the stored answer without the secret (it is never stored).
+    schema: documented({
       summary: 'Register a client; its secret is in this answer only',
-      description: 'Every setting of `tessera clients create`. 201 with Location and ETag. With an Idempotency-Key, a retry gets the stored answer without the secret (it is never stored).',
       tags: TAGS,
       security: SECURITY,
       headers: IdempotencyHeader,
@@ -263,7 +256,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Querystring: ListQuery }>('/admin/clients', {
     onRequest: read,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    schema: documented({
       summary: 'List clients, oldest first, one page at a time',
       tags: TAGS,
       security: SECURITY,
@@ -288,7 +281,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Params: IdParams }>('/admin/clients/:id', {
     onRequest: read,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    schema: documented({
       summary: 'Read a client (with its ETag)',
       tags: TAGS,
       security: SECURITY,
@@ -303,9 +296,9 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.patch<{ Params: IdParams; Body: PatchBody }>('/admin/clients/:id', {
     onRequest: write,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    // The settings sent replace the current ones; the rest keep their value. The combination is checked as at registration. A change that changes nothing keeps the version and records nothing.
+    schema: documented({
       summary: 'Change settings of a client (If-Match required)',
-      description: 'The settings sent replace the current ones; the rest keep their value. The combination is checked as at registration. A change that changes nothing keeps the version and records nothing.',
       tags: TAGS,
       security: SECURITY,
       params: IdParams,
@@ -314,7 +307,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 200: Changed, ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
-    // 428 before anything else: an update without If-Match is refused whatever it says.
+    // 428 before the settings are checked (the body's shape was validated already).
     const versions = ifMatchVersions(req)
     const patch = parseClientSettings(settingsInput(req.body), API_NAMES)
     const { client } = done(await updateClient(s.db, req.params.id, patch, { lines: lines(), names: API_NAMES, ctx: adminContext(req), expectedVersions: versions }))
@@ -328,9 +321,9 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       if (req.body === undefined || req.body === null) req.body = {}
     },
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    // The replaced secret keeps authenticating for overlap_seconds (default CLIENT_SECRET_OVERLAP_SECONDS), then stops; a secret replaced by an earlier rotation stops at once. If-Match optional.
+    schema: documented({
       summary: 'Rotate the secret; the new one is in this answer only, the old one works for the overlap',
-      description: 'The replaced secret keeps authenticating for overlap_seconds (default CLIENT_SECRET_OVERLAP_SECONDS), then stops; a secret replaced by an earlier rotation stops at once. If-Match optional.',
       tags: TAGS,
       security: SECURITY,
       params: IdParams,
@@ -348,7 +341,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Params: IdParams }>('/admin/clients/:id/disable', {
     onRequest: write,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    schema: documented({
       summary: 'Disable a client: revokes every refresh-token family of it; every instance refuses it',
       tags: TAGS,
       security: SECURITY,
@@ -366,7 +359,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.post<{ Params: IdParams }>('/admin/clients/:id/enable', {
     onRequest: write,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    schema: documented({
       summary: 'Enable a disabled client (its revoked families stay revoked)',
       tags: TAGS,
       security: SECURITY,
@@ -382,7 +375,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
   app.delete<{ Params: IdParams }>('/admin/clients/:id', {
     onRequest: write,
     schemaErrorFormatter: namingSchemaErrors,
-    schema: described({
+    schema: documented({
       summary: 'Delete a client: revokes everything it holds; its audit rows stay',
       tags: TAGS,
       security: SECURITY,
