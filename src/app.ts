@@ -9,6 +9,7 @@ import { housekeepingJob } from './housekeeping/housekeeping.js'
 import { accountRoutes } from './http/account.route.js'
 import { adminAuditRoute } from './http/admin/audit.route.js'
 import { adminKeysRoute } from './http/admin/keys.route.js'
+import { adminClientsRoute } from './http/admin/clients.route.js'
 import { adminSessionsRoute } from './http/admin/sessions.route.js'
 import { adminThrottleRoute } from './http/admin/throttle.route.js'
 import { adminUsersRoute } from './http/admin/users.route.js'
@@ -242,6 +243,8 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
     endSessionRoutes(scope, services, pages)
   })
   // ---
+  // Issue 14: the clients admin API (docs/admin-clients.md).
+  adminClientsRoute(app, services)
 
   await app.ready()
   const housekeeping = new Job(housekeepingJob(db, config, metrics, clock, app.log), jobDeps)

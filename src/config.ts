@@ -69,6 +69,8 @@ export interface Config {
   readonly passwordHashing: { readonly concurrency: number; readonly queue: number }
   /** /token requests per second per client on each instance, unless the client has its own; 0 = no limit. */
   readonly clientRateLimitPerSecond: number
+  /** How long a rotated-out client secret keeps authenticating (0 = it stops at once); a rotation may name its own. */
+  readonly clientSecretOverlapSeconds: number
   // --- authorization-code flow (issue 13)
   readonly authorizationCodeTtlSeconds: number
   readonly authorizationRequestTtlSeconds: number
@@ -188,6 +190,7 @@ export const CONFIG_VARIABLES = [
   { name: 'PASSWORD_HASH_CONCURRENCY', kind: 'int', min: 0, max: 256, default: 0, description: 'argon2id hashes at once; 0 = CPU cores - 1 (at least 1)' },
   { name: 'PASSWORD_HASH_QUEUE', kind: 'int', min: 0, max: 100_000, default: 64, description: 'password checks waiting for a hash slot; beyond it 503 at once' },
   { name: 'CLIENT_RATE_LIMIT_PER_SECOND', kind: 'int', min: 0, max: 1_000_000, default: 1000, description: 'default /token requests per second per client on each instance (burst: twice that); 0 = no limit' },
+  { name: 'CLIENT_SECRET_OVERLAP_SECONDS', kind: 'int', min: 0, max: 30 * 86_400, default: 86_400, description: 'how long the old secret of a client keeps working after a rotation; 0 = it stops at once' },
   {
     name: 'METRICS_TOKEN', kind: 'string', default: { derived: 'none: GET /metrics is open' }, description: 'when set, GET /metrics needs Authorization: Bearer <this>',
     // RFC 6750 b64token characters, and long enough not to be guessed.
@@ -403,6 +406,7 @@ export function loadConfig(env: Env = process.env): Config {
     }),
     passwordHashing: Object.freeze({ concurrency: v.PASSWORD_HASH_CONCURRENCY, queue: v.PASSWORD_HASH_QUEUE }),
     clientRateLimitPerSecond: v.CLIENT_RATE_LIMIT_PER_SECOND,
+    clientSecretOverlapSeconds: v.CLIENT_SECRET_OVERLAP_SECONDS,
     // --- authorization-code flow (issue 13)
     authorizationCodeTtlSeconds: v.AUTHORIZATION_CODE_TTL_SECONDS,
     authorizationRequestTtlSeconds: v.AUTHORIZATION_REQUEST_TTL_SECONDS,

@@ -30,6 +30,12 @@ export type AuditType =
   | 'consent.granted'
   | 'consent.revoked'
   | 'account.password_changed'
+  // Clients through the admin API or the CLI (docs/admin-clients.md); never a secret in `detail`.
+  | 'client.created'
+  | 'client.updated'
+  | 'client.secret_rotated'
+  | 'client.enabled'
+  | 'client.deleted'
 
 export interface AuditEvent {
   type: AuditType

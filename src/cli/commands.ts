@@ -122,6 +122,14 @@ const table = {
     examples: ['tessera clients disable --id c_abc123'],
     change: true,
   },
+  'clients rotate-secret': {
+    summary: "give a confidential client a new secret, printed this once; the old one works for an overlap",
+    details: 'The replaced secret keeps authenticating for the overlap, then stops; a secret replaced by an earlier rotation stops at once. Same as POST /admin/clients/{id}/secret (docs/admin-clients.md).',
+    positional: { name: 'ID', description: 'the client_id' },
+    options: { overlap: { type: 'string', value: 'SECONDS', description: 'how long the old secret keeps working (0 = it stops at once; at most 2592000)', default: 'CLIENT_SECRET_OVERLAP_SECONDS' } },
+    examples: ['tessera clients rotate-secret c_abc123', 'tessera clients rotate-secret c_abc123 --overlap 0'],
+    change: true,
+  },
   'keys list': {
     summary: 'list the signing keys with their state and dates',
     options: {},

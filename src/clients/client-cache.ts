@@ -13,7 +13,11 @@ export class ClientCache {
   private readonly byId: TtlCache<string, Client | undefined>
   private readonly origins: TtlCache<'all', Set<string>>
 
+  /** The clock a client's previous secret is judged by (its overlap end). */
+  readonly clock: Clock
+
   constructor(db: Executor, ttlSeconds: number, clock: Clock) {
+    this.clock = clock
     this.byId = new TtlCache((id) => findClient(db, id), ttlSeconds * 1000, clock)
     this.origins = new TtlCache(async () => new Set(await allAllowedOrigins(db)), ttlSeconds * 1000, clock)
   }

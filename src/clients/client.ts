@@ -10,6 +10,9 @@ export interface Client {
   /** True for public clients (no secret: browser and native apps). */
   isPublic: boolean
   secretHash: Buffer | null
+  /** The secret the last rotation replaced (its SHA-256), still accepted until `previousSecretExpiresAt`. */
+  previousSecretHash: Buffer | null
+  previousSecretExpiresAt: Date | null
   grantTypes: GrantType[]
   scopes: string[]
   audience: string[]
@@ -31,6 +34,9 @@ export interface Client {
   requirePushedAuthorizationRequests: boolean
   disabled: boolean
   createdAt: Date
+  updatedAt: Date
+  /** Bumped by every change made through the admin API or the CLI: the admin API's `ETag` `"v<N>"`. */
+  version: number
 }
 
 /** What registering a client takes. */
@@ -64,11 +70,17 @@ export function newClientSecret(): { secret: string; hash: Buffer } {
   return { secret, hash: sha256(secret) }
 }
 
-/** Constant-time check of a presented secret against the stored SHA-256 (or a decoy). */
-export function secretMatches(client: Client | undefined, presented: string): boolean {
-  const expected = client?.secretHash ?? DECOY_HASH
-  const ok = timingSafeEqual(sha256(presented), expected)
-  return ok && client?.secretHash != null
+/**
+ * Constant-time check of a presented secret against the stored SHA-256 (or a decoy), and against
+ * the secret the last rotation replaced while its overlap lasts (`nowMs`: the injected clock).
+ * Both comparisons always run, so the answer takes as long whichever secret matches, if any.
+ */
+export function secretMatches(client: Client | undefined, presented: string, nowMs: number): boolean {
+  const hash = sha256(presented)
+  const current = timingSafeEqual(hash, client?.secretHash ?? DECOY_HASH)
+  const previousLive = client?.previousSecretHash != null && client.previousSecretExpiresAt != null && nowMs < client.previousSecretExpiresAt.getTime()
+  const previous = timingSafeEqual(hash, previousLive ? client.previousSecretHash! : DECOY_HASH)
+  return client?.secretHash != null && (current || (previousLive && previous))
 }
 
 /** Where a browser request says it comes from: its `Origin` and `Sec-Fetch-Site` headers. */

@@ -22,9 +22,9 @@ export function checkRedirectUri(uri: string, what: string): string {
 }
 
 /** Checks a back-channel logout URI: https, or http on a loopback host (OIDC Back-Channel Logout 1.0 §2.2). */
-export function checkBackchannelUri(uri: string): string {
-  checkRedirectUri(uri, '--backchannel-logout-uri')
+export function checkBackchannelUri(uri: string, what = '--backchannel-logout-uri'): string {
+  checkRedirectUri(uri, what)
   const url = new URL(uri)
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new InputError('--backchannel-logout-uri must be an http(s) URL')
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new InputError(`${what} must be an http(s) URL`)
   return uri
 }

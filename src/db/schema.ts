@@ -22,6 +22,9 @@ export interface ClientTable {
   id: string
   name: string
   secret_hash: Uint8Array | null
+  /** The secret a rotation replaced (SHA-256), accepted until `previous_secret_expires_at` (migration 0022). */
+  previous_secret_hash: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>
+  previous_secret_expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
   grant_types: string[]
   scopes: string[]
   audience: ColumnType<string[], string[] | undefined, string[]>

@@ -62,8 +62,9 @@ export async function authenticateClient(req: FastifyRequest, params: Readonly<R
     if (!client || !client.isPublic || client.disabled) throw fail(client?.isPublic === false ? 'confidential client without a secret' : 'unknown or disabled client')
     return { client, method }
   }
-  // Runs the same constant-time comparison whether or not the client exists.
-  const ok = secretMatches(client, secret ?? '')
+  // Runs the same constant-time comparisons whether or not the client exists; a rotated-out
+  // secret counts until its overlap ends (docs/admin-clients.md "Rotating a secret").
+  const ok = secretMatches(client, secret ?? '', clients.clock.nowMs())
   if (!client || client.isPublic) throw fail(client ? 'public client sent a secret' : 'unknown client')
   if (!ok) throw fail('wrong secret')
   if (client.disabled) throw fail('disabled client')

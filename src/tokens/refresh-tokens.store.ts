@@ -158,7 +158,7 @@ export async function findRefreshTokenState(db: Executor, presented: string): Pr
 }
 
 /** Why families are revoked outside rotation (reuse is decided inside `tessera_rotate_refresh_token`). */
-export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled' | 'code_reused' | 'sso_logout' | 'password_set' | 'user_deleted' | 'password_changed' | 'revoked_by_user'
+export type FamilyRevokeReason = 'revoked_by_client' | 'logout' | 'admin' | 'user_disabled' | 'client_disabled' | 'client_deleted' | 'code_reused' | 'sso_logout' | 'password_set' | 'user_deleted' | 'password_changed' | 'revoked_by_user'
 
 /**
  * Which families to revoke: one, a user's (`liveOnly`: only those still within their absolute

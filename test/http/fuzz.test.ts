@@ -88,6 +88,9 @@ function requests(c: Awaited<ReturnType<typeof setup>>): fc.Arbitrary<FuzzReques
     // Admin API (issue 14): users.
     fc.constantFrom('/admin/users', '/admin/users?limit=2&prefix=A', '/admin/users?cursor=%25&disabled=maybe'),
     fc.constantFrom('alice', 'Ａlice', 'nobody', '00000000-0000-0000-0000-000000000000', '%00', 'a'.repeat(300)).chain((u) => fc.constantFrom(`/admin/users/${u}`, `/admin/users/${u}/password`, `/admin/users/${u}/disable`, `/admin/users/${u}/enable`)),
+    // Admin API (issue 14): clients (unknown ids only: the fuzz's own clients stay).
+    fc.constantFrom('/admin/clients', '/admin/clients?limit=2&name_prefix=a', '/admin/clients?cursor=%25&disabled=maybe&grant_type=x', '/admin/clients?type=public&limit=0'),
+    fc.constantFrom('c_nobody', '%00', '..%2f..', 'a'.repeat(300)).chain((id) => fc.constantFrom(`/admin/clients/${id}`, `/admin/clients/${id}/secret`, `/admin/clients/${id}/disable`, `/admin/clients/${id}/enable`)),
     fc.constantFrom(c.kid, 'unknown', '..%2f..').map((kid) => `/admin/keys/${kid}/revoke`),
     fc.constantFrom('EdDSA', 'RS256', 'none').map((alg) => `/admin/keys/lines/${alg}/retire`),
     fc.webPath().map((p) => (p.startsWith('/') ? p : `/${p}`)),
@@ -113,6 +116,7 @@ function requests(c: Awaited<ReturnType<typeof setup>>): fc.Arbitrary<FuzzReques
     fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)),
     fc.constant(JSON.stringify({ username: 'alice', password: PASSWORD, client_id: c.browser.id })),
     fc.constantFrom(JSON.stringify({ username: 'Ａlice', password: PASSWORD, roles: ['a'], profile: { name: null, email: 'a@b' } }), JSON.stringify({ profile: { email_verified: null }, roles: [] }), JSON.stringify({ password: PASSWORD, revoke_sessions: false })),
+    fc.constantFrom(JSON.stringify({ name: 'fuzz', grant_types: ['client_credentials'], scopes: ['read'] }), JSON.stringify({ name: 'x', public: true, grant_types: ['authorization_code'], redirect_uris: ['http://x'] }), JSON.stringify({ overlap_seconds: -1 }), JSON.stringify({ rate_limit_per_second: null, public: 'yes' })),
     fc.constant(`response_type=code&client_id=${c.code.id}&redirect_uri=${encodeURIComponent(REDIRECT)}&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256`),
     fc.constant(`grant_type=password&username=alice&password=${encodeURIComponent(PASSWORD)}&client_id=${c.confidential.id}&client_secret=${c.confidential.secret}`),
     junk,
