@@ -22,6 +22,11 @@ export interface Config {
   readonly databaseListenUrl: string | undefined
   readonly databasePoolSize: number
   readonly dataDir: string
+  /**
+   * Embedded mode: the directory in which a running server serves its database to the CLI
+   * (`.s.PGSQL.5432`); undefined = no socket (off, or DATABASE_URL).
+   */
+  readonly embeddedDatabaseSocket: string | undefined
   readonly issuer: string
   readonly accessTokenTtlSeconds: number
   readonly refreshTokenIdleTtlSeconds: number
@@ -152,6 +157,10 @@ export const CONFIG_VARIABLES = [
     check: { pattern: /^(postgres(ql)?:\/\/|off$)/, problem: 'DATABASE_LISTEN_URL must be a postgres:// or postgresql:// URL, or off' },
   },
   { name: 'DATA_DIR', kind: 'string', default: './data', description: 'embedded database, development KEK and demo credentials' },
+  {
+    name: 'EMBEDDED_DATABASE_SOCKET', kind: 'string', default: { derived: 'DATA_DIR/run (embedded mode only)' },
+    description: 'directory where an embedded-mode server serves its database on a Unix socket (.s.PGSQL.5432, owner only) so that `tessera` commands work beside it; off = no socket',
+  },
   { name: 'ALLOW_EMBEDDED_DATABASE', kind: 'bool', default: false, description: 'allow the embedded PGlite database in production (one instance only; data in DATA_DIR)' },
   { name: 'MIGRATE_ON_START', kind: 'bool', default: { derived: 'true in development and test, false in production' }, description: 'apply migrations at start' },
   { name: 'ISSUER', kind: 'url', default: { derived: 'http://localhost:$PORT in development; required (https) in production' }, description: 'public URL of this server, the iss of every token' },
@@ -349,6 +358,9 @@ export function loadConfig(env: Env = process.env): Config {
   }
   // One problem per variable: a malformed value is reported as such, not also as lacking DATABASE_URL.
   const listenUrlMalformed = problems.some((p) => p.startsWith('DATABASE_LISTEN_URL'))
+  if (v.EMBEDDED_DATABASE_SOCKET !== undefined && v.EMBEDDED_DATABASE_SOCKET !== 'off' && v.DATABASE_URL !== undefined) {
+    problems.push('EMBEDDED_DATABASE_SOCKET is for the embedded database: with DATABASE_URL, commands connect to PostgreSQL themselves (unset it, or set it to off)')
+  }
   if (v.DATABASE_LISTEN_URL !== undefined && v.DATABASE_LISTEN_URL !== 'off' && v.DATABASE_URL === undefined && !listenUrlMalformed) {
     problems.push('DATABASE_LISTEN_URL needs DATABASE_URL (the embedded database is single-process and has no LISTEN connection)')
   }
@@ -368,6 +380,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseListenUrl: v.DATABASE_LISTEN_URL === 'off' ? undefined : (v.DATABASE_LISTEN_URL ?? v.DATABASE_URL),
     databasePoolSize: v.DATABASE_POOL_SIZE,
     dataDir,
+    embeddedDatabaseSocket: v.DATABASE_URL !== undefined || v.EMBEDDED_DATABASE_SOCKET === 'off' ? undefined : resolve(dataDir, v.EMBEDDED_DATABASE_SOCKET ?? 'run'),
     issuer,
     accessTokenTtlSeconds: v.ACCESS_TOKEN_TTL_SECONDS,
     refreshTokenIdleTtlSeconds: v.REFRESH_TOKEN_IDLE_TTL_SECONDS,

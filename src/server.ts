@@ -2,6 +2,8 @@ import { resolve } from 'node:path'
 import { createApp, type StartingTessera } from './app.js'
 import type { Config } from './config.js'
 import { databaseTarget, openDatabase, type DatabaseHandle } from './db/connect.js'
+import { EmbeddedSocketServer } from './db/embedded-socket.js'
+import { ensureDevAdmin, localTokenEndpoint } from './dev-admin.js'
 import { migrateToLatest, schemaStatus } from './db/migrate.js'
 import { seedDemo } from './demo.js'
 import { systemClock } from './clock.js'
@@ -12,10 +14,12 @@ const earlyLog = { warn: (obj: object, msg: string) => console.error(JSON.string
 
 /** Opens the configured database and applies migrations where that is automatic. */
 export async function openConfiguredDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<DatabaseHandle> {
-  const handle = await openDatabase(databaseTarget(config), earlyLog)
+  // A command: beside a running embedded server, through its socket (docs/embedded.md).
+  const handle = await openDatabase(databaseTarget(config), earlyLog, { besideServer: true })
   try {
-    // The embedded database always migrates itself; PostgreSQL when MIGRATE_ON_START (development).
-    if (opts.migrate ?? (handle.kind === 'pglite' || config.migrateOnStart)) await migrateToLatest(handle.db)
+    // The embedded database always migrates itself (a running server has: it owns the schema);
+    // PostgreSQL when MIGRATE_ON_START (development).
+    if (opts.migrate ?? (handle.via !== 'socket' && (handle.kind === 'pglite' || config.migrateOnStart))) await migrateToLatest(handle.db)
     return handle
   } catch (err) {
     await handle.close()
@@ -88,13 +92,21 @@ export async function serve(config: Config): Promise<void> {
       await started.prepare()
       const demo = await seedDemo(config, database.db)
       if (demo) app.log.warn({ file: demo }, 'DEVELOPMENT: created a demo user and client; their credentials are in this file')
+      const address = app.server.address()
+      if (address !== null && typeof address === 'object') {
+        const admin = await ensureDevAdmin(config, database.db, localTokenEndpoint(address))
+        if (admin?.created) app.log.warn({ file: admin.file }, 'DEVELOPMENT: created an admin client (scope tessera:admin); `tessera dev admin-token` prints a token for it')
+      }
     },
     { clock: systemClock, log: app.log, waiting: (reason) => { readiness.reason = reason } },
   )
 
+  let socket: EmbeddedSocketServer | undefined
   let closing: Promise<void> | undefined
   const closeAll = () => (closing ??= (async () => {
     await startup.stop()
+    // Commands beside the server are cut off (their open transactions rolled back) first.
+    await socket?.close().catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'closing the embedded database socket failed'))
     try {
       await started.close()
     } finally {
@@ -132,6 +144,17 @@ export async function serve(config: Config): Promise<void> {
     throw err
   }
   if (!ready || closing) return
+  // Embedded: `tessera` commands work beside this server through its socket (docs/embedded.md).
+  // Opened once the schema is in place; a failure costs the commands, not the server.
+  if (database.embedded && config.embeddedDatabaseSocket) {
+    try {
+      socket = await EmbeddedSocketServer.start({ session: database.embedded, dir: config.embeddedDatabaseSocket, clock: systemClock, log: app.log })
+      app.log.info({ socket: socket.path }, 'serving the embedded database to `tessera` commands on a Unix socket (owner only)')
+    } catch (err) {
+      app.log.warn({ err: { message: (err as Error).message } }, 'cannot serve the embedded database on its socket: `tessera` commands will not work while this server runs')
+    }
+    if (closing) await socket?.close()
+  }
   await started.open()
   app.log.info({ database: database.kind, attempts: startup.attempts, ms: systemClock.nowMs() - startedMs }, 'tessera is ready')
 }

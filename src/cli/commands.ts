@@ -237,6 +237,12 @@ const table = {
     options: {},
     examples: ['tessera housekeeping run'],
   },
+  'dev admin-token': {
+    summary: 'print an admin access token of the running development server (embedded database)',
+    details: 'Development only (refused in production): a development server on the embedded database registers an admin client (scope tessera:admin) on its first start and writes its credentials to DATA_DIR/admin-credentials.json (mode 0600); this command asks that server for a client_credentials token with them and prints the access token alone, for T=$(tessera dev admin-token). See docs/embedded.md.',
+    options: {},
+    examples: ['tessera dev admin-token', 'T=$(npx tessera dev admin-token) && curl -H "authorization: Bearer $T" http://localhost:8080/admin/keys'],
+  },
   'throttle show': {
     summary: 'show the password-check counters and locks of an account or an address',
     options: { username: { type: 'string', value: 'U', description: 'an account' }, address: { type: 'string', value: 'A', description: 'an IP address (IPv6: its /64)' } },

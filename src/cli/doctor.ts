@@ -63,7 +63,7 @@ export async function diagnose(env: Env): Promise<Check[]> {
   const keks = kekSetOf(config)
   let database: DatabaseHandle | undefined
   try {
-    database = await openDatabase(databaseTarget(config))
+    database = await openDatabase(databaseTarget(config), undefined, { besideServer: true })
     await sql`select 1`.execute(database.db)
     add('database', 'ok', config.databaseUrl ? 'PostgreSQL answers' : `the embedded database in ${config.dataDir} opens`)
   } catch (err) {

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { ConfigError, loadConfig } from '../config.js'
 import { auditCommand } from './audit.js'
 import { clientsCommand } from './clients.js'
+import { devCommand } from './dev.js'
 import { doctorCommand } from './doctor.js'
 import { housekeepingCommand } from './housekeeping.js'
 import { keysCommand } from './keys.js'
@@ -109,6 +110,8 @@ export async function run(argv: string[], io: CliIo = defaultIo()): Promise<numb
         return await auditCommand(config, rest, io)
       case 'throttle':
         return await throttleCommand(config, rest, io)
+      case 'dev':
+        return await devCommand(config, rest, io)
       // --- authorization-code flow (issue 13)
       case 'sso-sessions':
         return await ssoSessionsCommand(config, rest, io)

@@ -1,31 +1,56 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Config } from '../config.js'
-import { PGliteDialect } from './pglite-dialect.js'
+import { EMBEDDED_SOCKET_PORT, embeddedSocketPath } from './embedded-socket.js'
+import { PGliteDialect, PGliteSession } from './pglite-dialect.js'
 import { asDb, type Database, type Db } from './schema.js'
 
 /** An open database: real PostgreSQL through pg, or the embedded PGlite. */
 export interface DatabaseHandle {
   readonly db: Db
   readonly kind: 'postgres' | 'pglite'
+  /**
+   * `socket`: the embedded database of a running server, reached through its socket
+   * (docs/embedded.md); that server owns the schema. Undefined: opened directly.
+   */
+  readonly via?: 'socket'
+  /** The embedded database's session, when this process opened it (the server serves it on its socket). */
+  readonly embedded?: PGliteSession
   close(): Promise<void>
 }
 
 export type DatabaseTarget =
   | { kind: 'postgres'; url: string; poolSize: number; acquireTimeoutMs: number; lockTimeoutMs: number }
-  | { kind: 'pglite'; dataDir: string | undefined } // undefined: in memory
+  // dataDir undefined: in memory. socketDir: where a running server serves it (EMBEDDED_DATABASE_SOCKET).
+  | { kind: 'pglite'; dataDir: string | undefined; socketDir?: string | undefined }
 
 /** Where `config` says the data lives. */
 export function databaseTarget(config: Config): DatabaseTarget {
   return config.databaseUrl
     ? { kind: 'postgres', url: config.databaseUrl, poolSize: config.databasePoolSize, acquireTimeoutMs: config.dbAcquireTimeoutMs, lockTimeoutMs: config.lockTimeoutMs }
-    : { kind: 'pglite', dataDir: join(config.dataDir, 'pglite') }
+    : { kind: 'pglite', dataDir: join(config.dataDir, 'pglite'), socketDir: config.embeddedDatabaseSocket }
+}
+
+/** The embedded database is locked by another live process (a running server, or another command). */
+export class EmbeddedDatabaseInUseError extends Error {
+  constructor(readonly dir: string, readonly pid: number) {
+    super(`the embedded database in ${dir} is in use by process ${pid}; run one Tessera per DATA_DIR, or use DATABASE_URL for several instances`)
+    this.name = 'EmbeddedDatabaseInUseError'
+  }
+}
+
+export interface OpenOptions {
+  /**
+   * A command (not a server): when the embedded database is locked by a running server, connect
+   * through that server's socket instead of failing (docs/embedded.md).
+   */
+  readonly besideServer?: boolean
 }
 
 /** Opens the database; PGlite takes an exclusive lock on its data folder. */
-export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: object, msg: string): void }): Promise<DatabaseHandle> {
+export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: object, msg: string): void }, opts: OpenOptions = {}): Promise<DatabaseHandle> {
   if (target.kind === 'postgres') {
     const statementTimeoutMs = Math.max(15_000, target.lockTimeoutMs * 3)
     const pool = new pg.Pool({
@@ -56,14 +81,21 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
   let unlock = () => {}
   if (target.dataDir) {
     mkdirSync(target.dataDir, { recursive: true })
-    unlock = lockDataDir(target.dataDir)
+    try {
+      unlock = lockDataDir(target.dataDir)
+    } catch (err) {
+      if (!(err instanceof EmbeddedDatabaseInUseError) || !opts.besideServer) throw err
+      return connectBesideServer(err, target.socketDir)
+    }
   }
   try {
     const pglite = await PGlite.create(target.dataDir ?? 'memory://')
-    const db = asDb(new Kysely<Database>({ dialect: new PGliteDialect(pglite) }))
+    const session = new PGliteSession(pglite)
+    const db = asDb(new Kysely<Database>({ dialect: new PGliteDialect(session) }))
     return {
       db,
       kind: 'pglite',
+      embedded: session,
       close: async () => {
         try { await db.destroy() } finally { unlock() }
       },
@@ -91,6 +123,29 @@ function dropConnectionOnQueryTimeout(client: pg.PoolClient): void {
   }
 }
 
+/**
+ * The embedded database is locked by process `inUse.pid`: when that is a server serving it on its
+ * socket, connects there with `pg` (one connection: the session is PGlite's one, shared with the
+ * server, so a command never needs two). Otherwise the lock error stands, saying why.
+ */
+async function connectBesideServer(inUse: EmbeddedDatabaseInUseError, socketDir: string | undefined): Promise<DatabaseHandle> {
+  if (inUse.pid === process.pid) throw inUse
+  if (socketDir === undefined) throw new Error(`${inUse.message} (EMBEDDED_DATABASE_SOCKET is off, so commands cannot reach it through a running server)`)
+  const path = embeddedSocketPath(socketDir)
+  if (!existsSync(path)) throw new Error(`${inUse.message} (it serves no database socket at ${path}: a server still starting, or one with EMBEDDED_DATABASE_SOCKET off or set elsewhere)`)
+  const pool = new pg.Pool({ host: socketDir, port: EMBEDDED_SOCKET_PORT, user: 'tessera', database: 'tessera', max: 1, connectionTimeoutMillis: 10_000, application_name: 'tessera-cli' })
+  pool.on('error', () => undefined) // a lost idle connection: the next query reports it
+  try {
+    const client = await pool.connect()
+    client.release()
+  } catch (err) {
+    await pool.end().catch(() => undefined)
+    throw new Error(`${inUse.message} (its database socket ${path} does not answer: ${(err as Error).message})`)
+  }
+  const db = asDb(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }))
+  return { db, kind: 'pglite', via: 'socket', close: () => db.destroy() }
+}
+
 /** PGlite is single-process: a second process on the same folder would corrupt it. */
 function lockDataDir(dir: string): () => void {
   const lockFile = join(dir, '..', 'tessera.lock')
@@ -104,9 +159,7 @@ function lockDataDir(dir: string): () => void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const pid = Number(readFileSync(lockFile, 'utf8'))
       // Our own pid counts too: two PGlite instances in one process would corrupt the folder as well.
-      if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || isAlive(pid))) {
-        throw new Error(`the embedded database in ${dir} is in use by process ${pid}; run one Tessera per DATA_DIR, or use DATABASE_URL for several instances`)
-      }
+      if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || isAlive(pid))) throw new EmbeddedDatabaseInUseError(dir, pid)
       rmSync(lockFile, { force: true }) // stale lock from a process that is gone
     }
   }

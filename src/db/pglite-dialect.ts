@@ -13,36 +13,56 @@ import {
 } from 'kysely'
 
 /**
+ * The one session of an embedded PGlite database, handed out one holder at a time: the server's
+ * Kysely connection and each client of the database socket (src/db/embedded-socket.ts) queue here,
+ * so a transaction never interleaves with another holder's statements.
+ */
+export class PGliteSession {
+  private queue: Promise<void> = Promise.resolve()
+
+  constructor(readonly pg: PGlite) {}
+
+  /** Waits for the session; the returned function hands it on (call it exactly once). */
+  async acquire(): Promise<() => void> {
+    let release!: () => void
+    const next = new Promise<void>((resolve) => { release = resolve })
+    const previous = this.queue
+    this.queue = previous.then(() => next)
+    await previous
+    return release
+  }
+
+  /** Resolves once every holder so far has released the session. */
+  idle(): Promise<void> {
+    return this.queue
+  }
+}
+
+/**
  * Kysely dialect for the embedded PGlite database. PGlite is one connection, so
  * connections are handed out one at a time: a transaction never interleaves with
  * another request's statements.
  */
 export class PGliteDialect implements Dialect {
-  constructor(private readonly pg: PGlite) {}
+  constructor(private readonly session: PGliteSession) {}
   createAdapter() { return new PostgresAdapter() }
-  createDriver(): Driver { return new PGliteDriver(this.pg) }
+  createDriver(): Driver { return new PGliteDriver(this.session) }
   createQueryCompiler() { return new PostgresQueryCompiler() }
   createIntrospector(db: Kysely<any>) { return new PostgresIntrospector(db) }
 }
 
 class PGliteDriver implements Driver {
   private readonly connection: PGliteConnection
-  private queue: Promise<void> = Promise.resolve()
   private release: (() => void) | undefined
 
-  constructor(private readonly pg: PGlite) {
-    this.connection = new PGliteConnection(pg)
+  constructor(private readonly session: PGliteSession) {
+    this.connection = new PGliteConnection(session.pg)
   }
 
   async init(): Promise<void> {}
 
   async acquireConnection(): Promise<DatabaseConnection> {
-    let release!: () => void
-    const next = new Promise<void>((resolve) => { release = resolve })
-    const previous = this.queue
-    this.queue = previous.then(() => next)
-    await previous
-    this.release = release
+    this.release = await this.session.acquire()
     return this.connection
   }
 
@@ -68,8 +88,8 @@ class PGliteDriver implements Driver {
   }
 
   async destroy(): Promise<void> {
-    await this.queue
-    if (!this.pg.closed) await this.pg.close()
+    await this.session.idle()
+    if (!this.session.pg.closed) await this.session.pg.close()
   }
 }
 

@@ -212,6 +212,20 @@ t.test('production refuses the embedded database unless ALLOW_EMBEDDED_DATABASE=
   t.match(configError({ ...embedded, ALLOW_EMBEDDED_DATABASE: 'maybe' }).problems[0], /^ALLOW_EMBEDDED_DATABASE must be true or false/)
 })
 
+t.test('EMBEDDED_DATABASE_SOCKET: DATA_DIR/run by default in embedded mode, a directory (relative to DATA_DIR), or off; not with DATABASE_URL', async (t) => {
+  t.equal(loadConfig({ DATA_DIR: '/srv/tessera' }).embeddedDatabaseSocket, '/srv/tessera/run', 'default: DATA_DIR/run')
+  t.equal(loadConfig({ DATA_DIR: '/srv/tessera', EMBEDDED_DATABASE_SOCKET: 'sock' }).embeddedDatabaseSocket, '/srv/tessera/sock', 'relative to DATA_DIR')
+  t.equal(loadConfig({ DATA_DIR: '/srv/tessera', EMBEDDED_DATABASE_SOCKET: '/run/tessera' }).embeddedDatabaseSocket, '/run/tessera')
+  t.equal(loadConfig({ EMBEDDED_DATABASE_SOCKET: 'off' }).embeddedDatabaseSocket, undefined, 'off')
+  const { DATABASE_URL: _, ...embedded } = PROD
+  t.equal(loadConfig({ ...embedded, ALLOW_EMBEDDED_DATABASE: 'true', DATA_DIR: '/data' }).embeddedDatabaseSocket, '/data/run', 'production on the embedded database: the socket too')
+  t.equal(loadConfig(PROD).embeddedDatabaseSocket, undefined, 'PostgreSQL: no socket')
+  t.equal(loadConfig({ ...PROD, EMBEDDED_DATABASE_SOCKET: 'off' }).embeddedDatabaseSocket, undefined, 'off is accepted with DATABASE_URL')
+  t.same(configError({ ...PROD, EMBEDDED_DATABASE_SOCKET: '/run/tessera' }).problems, [
+    'EMBEDDED_DATABASE_SOCKET is for the embedded database: with DATABASE_URL, commands connect to PostgreSQL themselves (unset it, or set it to off)',
+  ])
+})
+
 t.test('MIGRATE_ON_START defaults: false in production, true in development and test; explicit value wins', async (t) => {
   t.equal(loadConfig(PROD).migrateOnStart, false)
   t.equal(loadConfig({ NODE_ENV: 'development' }).migrateOnStart, true)
