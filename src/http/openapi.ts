@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import swagger from '@fastify/swagger'
 import type { FastifyInstance, FastifySchema } from 'fastify'
 import type { Config } from '../config.js'
+import { ErrorBody } from './schemas/common.js'
 
 /** name, version and description from package.json (found upwards: src/http or dist/src/http). */
 function packageInfo(): { name: string; version: string; description: string } {
@@ -62,6 +63,8 @@ export async function registerOpenApi(app: FastifyInstance, config: Config): Pro
       servers: [{ url: config.issuer }],
       tags: OPENAPI_TAGS,
       components: {
+        // The body of every error, also of those no operation lists (405 for another method, 404 for an unknown path).
+        schemas: { Error: JSON.parse(JSON.stringify(ErrorBody)) },
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'An access token issued by this server (`Authorization: Bearer …`).' },
           client_basic: { type: 'http', scheme: 'basic', description: 'Client authentication (RFC 6749 §2.3.1): client id and secret, form-urlencoded, as HTTP Basic. Alternatively `client_id`/`client_secret` in the form body.' },
