@@ -1442,7 +1442,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List a user's sessions (refresh-token families)
+         * List a user’s sessions (refresh-token families)
          * @description Live sessions newest first (all with `include=all`), keyset pages via `cursor`.
          */
         get: {
@@ -1577,7 +1577,7 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Revoke all of a user's sessions (logout everywhere)
+         * Revoke all of a user’s sessions (logout everywhere)
          * @description Audited (`admin.sessions_revoked`) with the acting admin client.
          */
         delete: {
@@ -3040,7 +3040,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a user's SSO sessions */
+        /** List a user’s SSO sessions */
         get: {
             parameters: {
                 query?: {
@@ -3168,7 +3168,7 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * End all of a user's SSO sessions
+         * End all of a user’s SSO sessions
          * @description Sends back-channel logout to the clients of each session. Audited.
          */
         delete: {
@@ -3389,7 +3389,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a user's remembered consents */
+        /** List a user’s remembered consents */
         get: {
             parameters: {
                 query?: never;
@@ -3498,7 +3498,7 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Revoke a user's consents
+         * Revoke a user’s consents
          * @description All of them, or one client’s (`client`). Audited.
          */
         delete: {

@@ -173,7 +173,11 @@ t.test('real answers validate against the document', async (t) => {
   conforms(t, 'GET', '/authorize', await app.app.inject({ method: 'GET', url: '/authorize?client_id=nobody' }), 400)
   conforms(t, 'GET', '/session/end', await app.app.inject({ method: 'GET', url: '/session/end' }), 200)
 
-  conforms(t, 'GET', '/.well-known/openid-configuration', await app.app.inject({ method: 'GET', url: '/.well-known/openid-configuration' }), 200)
+  const discovery = await app.app.inject({ method: 'GET', url: '/.well-known/openid-configuration' })
+  conforms(t, 'GET', '/.well-known/openid-configuration', discovery, 200)
+  // Response schemas document and never filter: members the schema does not list are still sent.
+  t.equal(discovery.json().backchannel_logout_supported, true)
+  t.equal(discovery.json().require_pushed_authorization_requests, false)
   conforms(t, 'GET', '/.well-known/oauth-authorization-server', await app.app.inject({ method: 'GET', url: '/.well-known/oauth-authorization-server' }), 200)
   const jwks = await app.app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
   conforms(t, 'GET', '/.well-known/jwks.json', jwks, 200)

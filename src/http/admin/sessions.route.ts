@@ -33,7 +33,7 @@ function adminContext(req: FastifyRequest, clientId: string): AuditContext {
 export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Params: { user: string } }>('/admin/users/:user/sessions', {
     schema: {
-      summary: "List a user's sessions (refresh-token families)",
+      summary: 'List a user’s sessions (refresh-token families)',
       description: 'Live sessions newest first (all with `include=all`), keyset pages via `cursor`.',
       tags: ['admin'],
       security: BEARER,
@@ -54,7 +54,7 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   // Logout everywhere.
   app.delete<{ Params: { user: string } }>('/admin/users/:user/sessions', {
     schema: {
-      summary: "Revoke all of a user's sessions (logout everywhere)",
+      summary: 'Revoke all of a user’s sessions (logout everywhere)',
       description: 'Audited (`admin.sessions_revoked`) with the acting admin client.',
       tags: ['admin'],
       security: BEARER,

@@ -31,7 +31,7 @@ const adminContext = (req: FastifyRequest, clientId: string): AuditContext => ({
 export function adminSsoRoute(app: FastifyInstance, s: Services): void {
   app.get<{ Params: { user: string } }>('/admin/users/:user/sso-sessions', {
     schema: {
-      summary: "List a user's SSO sessions",
+      summary: 'List a user’s SSO sessions',
       tags: ['admin'],
       security: BEARER,
       documentOnly: { params: UserParams, querystring: Type.Object({ include: Type.Optional(Type.Literal('all', { description: '`all` lists ended and expired sessions too.' })) }) },
@@ -47,7 +47,7 @@ export function adminSsoRoute(app: FastifyInstance, s: Services): void {
   })
   app.delete<{ Params: { user: string } }>('/admin/users/:user/sso-sessions', {
     schema: {
-      summary: "End all of a user's SSO sessions",
+      summary: 'End all of a user’s SSO sessions',
       description: 'Sends back-channel logout to the clients of each session. Audited.',
       tags: ['admin'],
       security: BEARER,
@@ -83,7 +83,7 @@ export function adminSsoRoute(app: FastifyInstance, s: Services): void {
 
   app.get<{ Params: { user: string } }>('/admin/users/:user/consents', {
     schema: {
-      summary: "List a user's remembered consents",
+      summary: 'List a user’s remembered consents',
       tags: ['admin'],
       security: BEARER,
       documentOnly: { params: UserParams },
@@ -96,7 +96,7 @@ export function adminSsoRoute(app: FastifyInstance, s: Services): void {
   })
   app.delete<{ Params: { user: string } }>('/admin/users/:user/consents', {
     schema: {
-      summary: "Revoke a user's consents",
+      summary: 'Revoke a user’s consents',
       description: 'All of them, or one client’s (`client`). Audited.',
       tags: ['admin'],
       security: BEARER,
