@@ -20,6 +20,8 @@ import { introspectRoute } from './http/introspect.route.js'
 import { loginRoute } from './http/login.route.js'
 import { logoutRoute } from './http/logout.route.js'
 import { metricsRoute } from './http/metrics.route.js'
+import { registerOpenApi } from './http/openapi.js'
+import { openApiRoute } from './http/openapi.route.js'
 import { registerFormParser } from './http/params.js'
 import { registerReadinessGate, type Readiness } from './http/readiness.js'
 import { refreshRoute } from './http/refresh.route.js'
@@ -197,6 +199,8 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
 
   // Cookies are parsed only where they are read (/refresh, /logout), not on every request.
   await app.register(fastifyCookie, { hook: false })
+  // Before any route: the OpenAPI generator collects the routes as they are registered.
+  await registerOpenApi(app, config)
   registerFormParser(app)
   // sendError counts every error it answers through this.
   app.decorate('metrics', services.metrics)
@@ -226,6 +230,7 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
   userinfoRoute(app, services)
   logoutRoute(app, services)
   metricsRoute(app, services)
+  openApiRoute(app)
   adminSessionsRoute(app, services)
   adminAuditRoute(app, services)
   adminKeysRoute(app, services)

@@ -16,6 +16,18 @@ import { methodNotAllowed } from './not-allowed.js'
 import { formParams, isForm, parseForm, requestContext } from './params.js'
 import { sendPage, type PageRenderer } from './pages.js'
 import { readCookie, setBrowserCookie, setSsoCookie } from './sso-cookie.js'
+import { CLIENT_AUTH, errorResponses, HtmlPage, Redirect } from './schemas/common.js'
+import { AuthorizeParams, InteractionConsent, InteractionLogin, InteractionParams, ParRequest, ParResponse } from './schemas/oauth.js'
+
+// Errors of the page routes are HTML pages (or redirects to the client), never JSON.
+const pageResponses = (ok: string) => ({
+  200: HtmlPage(ok),
+  303: Redirect('To the next page, or back to the client’s redirect URI with `code` (or `error`), `state` and `iss`.'),
+  400: HtmlPage('An error page: the request cannot be sent back to the client.'),
+  403: HtmlPage('An error page (`access_denied`: another browser, or a form without its CSRF token).'),
+  429: HtmlPage('Too many failed sign-ins (with `Retry-After`).'),
+  503: HtmlPage('Temporarily unavailable (with `Retry-After`).'),
+})
 
 const safeEqual = (a: string, b: string) => {
   const x = Buffer.from(a)
@@ -116,8 +128,15 @@ export function authorizeRoutes(app: FastifyInstance, s: Services, pages: PageRe
     return act(reply, step, params, undefined, browserCookie)
   }
 
-  app.get('/authorize', authorize)
-  app.post('/authorize', authorize)
+  const authorizeSchema = (method: 'GET' | 'POST') => ({
+    summary: `Authorization endpoint (RFC 6749 §4.1, OIDC Core §3.1.2), by ${method}`,
+    description: 'Starts the authorization-code flow (PKCE S256 required). Redirects to the login or consent page, or straight back to the client with a code. Errors before the redirect URI is trusted are HTML pages.',
+    tags: ['browser'],
+    ...(method === 'GET' ? { documentOnly: { querystring: AuthorizeParams } } : { consumes: ['application/x-www-form-urlencoded'], documentOnly: { body: AuthorizeParams } }),
+    response: pageResponses('A form-post response page (`response_mode=form_post`).'),
+  })
+  app.get('/authorize', { schema: authorizeSchema('GET') }, authorize)
+  app.post('/authorize', { schema: authorizeSchema('POST') }, authorize)
   methodNotAllowed(app, '/authorize', ['GET', 'POST'])
 
   /** The pending request of an interaction page, only in the browser that started it. */
@@ -158,13 +177,30 @@ export function authorizeRoutes(app: FastifyInstance, s: Services, pages: PageRe
     return respond(reply, pending.params, { code: step.code })
   }
 
-  app.get<{ Params: { id: string } }>('/interaction/:id', async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/interaction/:id', {
+    schema: {
+      summary: 'Hosted sign-in or consent page of a pending authorization request',
+      description: 'Only in the browser that started the request (binding cookie).',
+      tags: ['browser'],
+      documentOnly: { params: InteractionParams },
+      response: pageResponses('The login or consent page.'),
+    },
+  }, async (req, reply) => {
     const { pending, client } = await pendingOf(req)
     const sso = await session(req)
     return show(req, reply, pending, client, sso, { freshLogin: sso !== undefined && sso.id === pending.sessionId, consented: false })
   })
 
-  app.post<{ Params: { id: string } }>('/interaction/:id/login', async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/interaction/:id/login', {
+    schema: {
+      summary: 'Submit the hosted login form',
+      description: 'Checks the password (throttled like every password check), starts the SSO session, then continues the request.',
+      tags: ['browser'],
+      consumes: ['application/x-www-form-urlencoded'],
+      documentOnly: { params: InteractionParams, body: InteractionLogin },
+      response: pageResponses('The login page again, with the error.'),
+    },
+  }, async (req, reply) => {
     const { pending, client } = await pendingOf(req)
     const body = checkCsrf(req, pending)
     const username = body.username ?? ''
@@ -196,7 +232,15 @@ export function authorizeRoutes(app: FastifyInstance, s: Services, pages: PageRe
     return act(reply, step, pending.params, pending.id, () => '')
   })
 
-  app.post<{ Params: { id: string } }>('/interaction/:id/consent', async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/interaction/:id/consent', {
+    schema: {
+      summary: 'Submit the hosted consent form',
+      tags: ['browser'],
+      consumes: ['application/x-www-form-urlencoded'],
+      documentOnly: { params: InteractionParams, body: InteractionConsent },
+      response: pageResponses('A form-post response page (`response_mode=form_post`).'),
+    },
+  }, async (req, reply) => {
     const { pending, client } = await pendingOf(req)
     const body = checkCsrf(req, pending)
     const sso = await session(req)
@@ -213,7 +257,17 @@ export function authorizeRoutes(app: FastifyInstance, s: Services, pages: PageRe
 
 /** POST /par (RFC 9126 §2): an authenticated client pushes its authorization request. */
 export function parRoute(app: FastifyInstance, s: Services): void {
-  app.post('/par', async (req, reply) => {
+  app.post('/par', {
+    schema: {
+      summary: 'Push an authorization request (RFC 9126)',
+      description: 'The authenticated client sends the parameters of /authorize; the answer’s `request_uri` is then used once at /authorize with the `client_id`.',
+      tags: ['oauth'],
+      security: CLIENT_AUTH,
+      consumes: ['application/x-www-form-urlencoded'],
+      documentOnly: { body: ParRequest },
+      response: { 201: ParResponse, ...errorResponses(400, 401, 413, 503) },
+    },
+  }, async (req, reply) => {
     const params = formParams(req)
     const { client } = await authenticateClient(req, params, s.clients)
     if (params.request_uri !== undefined) throw new OAuthError('invalid_request', 'request_uri is not allowed in a pushed request')

@@ -8,6 +8,16 @@ import { methodNotAllowed } from './not-allowed.js'
 import { formParams, isForm, parseForm, requestContext } from './params.js'
 import { sendPage, type PageRenderer } from './pages.js'
 import { clearSsoCookie, readCookie } from './sso-cookie.js'
+import { HtmlPage, Redirect } from './schemas/common.js'
+import { EndSessionConfirm, EndSessionParams } from './schemas/oauth.js'
+
+const logoutResponses = {
+  200: HtmlPage('The confirmation page, or "signed out" / "still signed in".'),
+  303: Redirect('To the registered `post_logout_redirect_uri`, with `state`.'),
+  400: HtmlPage('An error page (unknown client, unregistered post-logout URI, bad hint).'),
+  403: HtmlPage('An error page (`access_denied`: the form’s CSRF token is missing or wrong).'),
+  503: HtmlPage('Temporarily unavailable (with `Retry-After`).'),
+}
 
 /** The logout form's CSRF token: derived from the SSO cookie, which a cross-site page cannot read. */
 function logoutCsrf(cookie: string): string {
@@ -74,11 +84,26 @@ export function endSessionRoutes(app: FastifyInstance, s: Services, pages: PageR
       action: `${base}/session/end/confirm`, csrf: logoutCsrf(cookie!), state, postLogoutRedirectUri: uri, clientId: client?.id, clientName: client?.name,
     })
   }
-  app.get('/session/end', endSessionEndpoint)
-  app.post('/session/end', endSessionEndpoint)
+  const endSessionSchema = (method: 'GET' | 'POST') => ({
+    summary: `End session (OIDC RP-Initiated Logout 1.0), by ${method}`,
+    description: 'With an `id_token_hint` for the browser’s session it ends at once; otherwise a confirmation page asks first. Ending a session sends back-channel logout tokens.',
+    tags: ['browser'],
+    ...(method === 'GET' ? { documentOnly: { querystring: EndSessionParams } } : { consumes: ['application/x-www-form-urlencoded'], documentOnly: { body: EndSessionParams } }),
+    response: logoutResponses,
+  })
+  app.get('/session/end', { schema: endSessionSchema('GET') }, endSessionEndpoint)
+  app.post('/session/end', { schema: endSessionSchema('POST') }, endSessionEndpoint)
   methodNotAllowed(app, '/session/end', ['GET', 'POST'])
 
-  app.post('/session/end/confirm', async (req, reply) => {
+  app.post('/session/end/confirm', {
+    schema: {
+      summary: 'Submit the logout confirmation form',
+      tags: ['browser'],
+      consumes: ['application/x-www-form-urlencoded'],
+      documentOnly: { body: EndSessionConfirm },
+      response: logoutResponses,
+    },
+  }, async (req, reply) => {
     const p = formParams(req)
     const { client, uri, state } = await resolve({ ...p, id_token_hint: '' })
     const cookie = readCookie(req, config.ssoCookieName)

@@ -9,21 +9,9 @@ import { methodNotAllowed } from './not-allowed.js'
 import { originOf } from './origin.js'
 import { requestContext } from './params.js'
 import { sendTokens } from './respond.js'
+import { errorResponses } from './schemas/common.js'
+import { LoginRequest, TokenResponse } from './schemas/oauth.js'
 
-const str = (max: number) => ({ type: 'string', maxLength: max }) as const
-
-// Every field a string: objects like {"$ne": null}, arrays, numbers and null are refused (ASVS 2.2.1).
-const bodySchema = {
-  type: 'object',
-  required: ['username', 'password', 'client_id'],
-  properties: {
-    username: { type: 'string', minLength: 1, maxLength: 256 },
-    password: str(4096),
-    client_id: { type: 'string', minLength: 1, maxLength: 128 },
-    client_secret: str(512),
-    scope: str(2048),
-  },
-} as const
 
 /** POST /login: first-party password login (JSON or form) → token response. */
 export function loginRoute(app: FastifyInstance, s: Services): void {
@@ -34,7 +22,18 @@ export function loginRoute(app: FastifyInstance, s: Services): void {
     s.metrics.passwordCheckShed()
     done(busyError())
   }
-  app.post('/login', { schema: { body: bodySchema }, onRequest: shedWhenSaturated }, async (req, reply) => {
+  app.post('/login', {
+    schema: {
+      summary: 'First-party password login',
+      description: 'For first-party clients: JSON or form body. A cookie client gets its refresh token as an HttpOnly cookie (and must send an allowed `Origin`). Throttled like every password check.',
+      tags: ['first-party'],
+      consumes: ['application/json', 'application/x-www-form-urlencoded'],
+      // Validated: every field a string, so objects like {"$ne": null}, arrays, numbers and null are refused (ASVS 2.2.1).
+      body: LoginRequest,
+      response: { 200: TokenResponse, ...errorResponses(400, 401, 403, 413, 429, 503) },
+    },
+    onRequest: shedWhenSaturated,
+  }, async (req, reply) => {
     if (req.url.includes('?')) throw new OAuthError('invalid_request', 'credentials must be sent in the request body, not the URL')
     const body = req.body as Record<string, string>
     const params: Record<string, string> = { client_id: body.client_id! }

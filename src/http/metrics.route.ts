@@ -4,6 +4,7 @@ import { OAuthError } from '../errors.js'
 import type { Services } from '../services.js'
 import { bearerToken } from './bearer.js'
 import { methodNotAllowed } from './not-allowed.js'
+import { BEARER, errorResponses, MediaResponse } from './schemas/common.js'
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest()
 
@@ -14,7 +15,15 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest()
  */
 export function metricsRoute(app: FastifyInstance, s: Services): void {
   const expected = s.config.metricsToken === undefined ? undefined : sha256(s.config.metricsToken)
-  app.get('/metrics', async (req, reply) => {
+  app.get('/metrics', {
+    schema: {
+      summary: 'Prometheus metrics',
+      description: 'Prometheus text exposition. Open unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required.',
+      tags: ['operations'],
+      security: [{}, ...BEARER],
+      response: { 200: MediaResponse('text/plain', 'The metrics (`text/plain; version=0.0.4`).'), ...errorResponses(401) },
+    },
+  }, async (req, reply) => {
     if (expected) {
       // Equal-length digests, compared in constant time: neither length nor prefix leaks.
       if (!timingSafeEqual(sha256(bearerToken(req)), expected)) {

@@ -17,6 +17,8 @@ export function methodNotAllowed(app: FastifyInstance, url: string, allowed: HTT
   app.route({
     method: others,
     url,
+    // Not an endpoint: left out of /openapi.json, whose description says how other methods answer.
+    config: { methodNotAllowed: true },
     handler: (_req, reply) => sendError(reply.header('allow', allow), new OAuthError('invalid_request', description).withStatus(405)),
   })
 }

@@ -3,6 +3,7 @@ import { Eta } from 'eta'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import { FORM_POST_SCRIPT, stylesheet, TEMPLATES, type TemplateName } from './templates.js'
+import { MediaResponse } from './schemas/common.js'
 
 /** Renders the hosted pages: one Eta instance, escaping on (every `<%= %>`). */
 export class PageRenderer {
@@ -60,8 +61,9 @@ export async function registerPages(app: FastifyInstance, config: Config, routes
       return payload
     })
     const css = stylesheet({ brand: config.brandColor, background: config.brandBackground })
-    scope.get('/assets/pages.css', async (_req, reply) => reply.header('content-type', 'text/css; charset=utf-8').header('cache-control', 'public, max-age=300').send(css))
-    scope.get('/assets/form-post.js', async (_req, reply) => reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'public, max-age=300').send(FORM_POST_SCRIPT))
+    const asset = (summary: string, type: string) => ({ schema: { summary, tags: ['browser'], response: { 200: MediaResponse(type, 'The asset (`Cache-Control: public, max-age=300`).') } } })
+    scope.get('/assets/pages.css', asset('Stylesheet of the hosted pages', 'text/css'), async (_req, reply) => reply.header('content-type', 'text/css; charset=utf-8').header('cache-control', 'public, max-age=300').send(css))
+    scope.get('/assets/form-post.js', asset('Script of the form-post response page', 'text/javascript'), async (_req, reply) => reply.header('content-type', 'text/javascript; charset=utf-8').header('cache-control', 'public, max-age=300').send(FORM_POST_SCRIPT))
     routes(scope, pages)
   })
 }

@@ -9,10 +9,20 @@ import { originOf } from './origin.js'
 import { requestContext } from './params.js'
 import { readRefreshCookie } from './refresh-cookie.js'
 import { sendTokens } from './respond.js'
+import { errorResponses } from './schemas/common.js'
+import { RefreshCookie, TokenResponse } from './schemas/oauth.js'
 
 /** POST /refresh: browser refresh from the HttpOnly cookie; the cookie follows the rotation. */
 export function refreshRoute(app: FastifyInstance, s: Services): void {
-  app.post('/refresh', async (req, reply) => {
+  app.post('/refresh', {
+    schema: {
+      summary: 'Browser refresh from the HttpOnly cookie',
+      description: 'Rotates the refresh cookie (a new `Set-Cookie`) and answers new tokens; no body. Needs an allowed `Origin`.',
+      tags: ['first-party'],
+      documentOnly: { cookies: RefreshCookie(s.config.cookieName) },
+      response: { 200: TokenResponse, ...errorResponses(400, 401, 403, 429, 503) },
+    },
+  }, async (req, reply) => {
     const token = readRefreshCookie(req, s.config)
     const client = (await findCookieSession(s.db, s.clients, token))?.client
     if (!client || client.disabled || client.refreshDelivery !== 'cookie' || !client.grantTypes.includes('refresh_token')) throw new OAuthError('invalid_grant', 'refresh token is invalid', 'no cookie family')

@@ -9,6 +9,8 @@ import { methodNotAllowed } from './not-allowed.js'
 import { originOf } from './origin.js'
 import { formParams, requestContext } from './params.js'
 import { sendTokens } from './respond.js'
+import { CLIENT_AUTH, errorResponses } from './schemas/common.js'
+import { TokenRequest, TokenResponse } from './schemas/oauth.js'
 
 /** The client's share of this instance (README "Brute force and abuse"): 429 + Retry-After beyond it. */
 function takeClientRate(s: Services, client: Client): void {
@@ -22,7 +24,17 @@ function takeClientRate(s: Services, client: Client): void {
 
 /** POST /token (RFC 6749 §3.2): authenticate the client, check the grant is allowed, run it. */
 export function tokenRoute(app: FastifyInstance, s: Services): void {
-  app.post('/token', async (req, reply) => {
+  app.post('/token', {
+    schema: {
+      summary: 'Issue tokens (RFC 6749 §3.2)',
+      description: 'Runs the grant named by `grant_type` for the authenticated client. The form body only: nothing in the query string, no parameter twice.',
+      tags: ['oauth'],
+      security: CLIENT_AUTH,
+      consumes: ['application/x-www-form-urlencoded'],
+      documentOnly: { body: TokenRequest },
+      response: { 200: TokenResponse, ...errorResponses(400, 401, 403, 413, 429, 503) },
+    },
+  }, async (req, reply) => {
     const params = formParams(req)
     const grantType = params.grant_type
     if (grantType === undefined || grantType === '') throw new OAuthError('invalid_request', 'missing parameter: grant_type')

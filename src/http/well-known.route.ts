@@ -2,6 +2,43 @@ import type { FastifyInstance } from 'fastify'
 import { GRANT_TYPES } from '../grants/grant-types.js'
 import type { Services } from '../services.js'
 import { methodNotAllowed } from './not-allowed.js'
+import { Type } from '@sinclair/typebox'
+import { errorResponses, NoBody } from './schemas/common.js'
+
+const Url = Type.String({ format: 'uri' })
+const Strings = Type.Array(Type.String())
+/** OIDC Discovery §3 / RFC 8414 §2 metadata (the members Tessera sends; clients must ignore others). */
+const DiscoveryDocument = Type.Object(
+  {
+    issuer: Url,
+    token_endpoint: Url,
+    jwks_uri: Url,
+    userinfo_endpoint: Url,
+    revocation_endpoint: Url,
+    introspection_endpoint: Url,
+    authorization_endpoint: Url,
+    pushed_authorization_request_endpoint: Url,
+    end_session_endpoint: Url,
+    grant_types_supported: Strings,
+    response_types_supported: Strings,
+    response_modes_supported: Strings,
+    code_challenge_methods_supported: Strings,
+    token_endpoint_auth_methods_supported: Strings,
+    scopes_supported: Strings,
+    subject_types_supported: Strings,
+    id_token_signing_alg_values_supported: Strings,
+    claims_supported: Strings,
+    login_endpoint: Type.Optional(Url),
+    refresh_endpoint: Type.Optional(Url),
+    logout_endpoint: Type.Optional(Url),
+  },
+  { description: 'The metadata (`Cache-Control: public, max-age=300`, CORS open).' },
+)
+/** RFC 7517 §5: public keys only. */
+const Jwks = Type.Object(
+  { keys: Type.Array(Type.Object({ kty: Type.String(), kid: Type.String(), alg: Type.String(), use: Type.Optional(Type.String()) })) },
+  { description: 'The public signing keys (`application/jwk-set+json`), with a strong `ETag`; `max-age` never outlives the next key-set change.' },
+)
 
 /** The discovery document (OIDC Discovery §3, RFC 8414 §2); the issuer is exact, no trailing slash. */
 export function discoveryDocument(s: Services) {
@@ -49,13 +86,25 @@ export function discoveryDocument(s: Services) {
 export function wellKnownRoute(app: FastifyInstance, s: Services): void {
   const discovery = async (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=300').send(discoveryDocument(s))
-  app.get('/.well-known/openid-configuration', discovery)
-  app.get('/.well-known/oauth-authorization-server', discovery)
+  const discoverySchema = (summary: string) => ({ summary, tags: ['oidc'], response: { 200: DiscoveryDocument, ...errorResponses(503) } })
+  app.get('/.well-known/openid-configuration', { schema: discoverySchema('OpenID Provider metadata (OIDC Discovery §4)') }, discovery)
+  app.get('/.well-known/oauth-authorization-server', { schema: discoverySchema('Authorization server metadata (RFC 8414)') }, discovery)
 
   // The JWKS cache contract (README "Signing keys"): max-age never outlives the next scheduled
   // change of the key set nor the configured ceiling; a strong ETag of the body, which is
   // serialised once per key-set change; 304 on If-None-Match.
-  app.get('/.well-known/jwks.json', async (req, reply) => {
+  app.get('/.well-known/jwks.json', {
+    schema: {
+      summary: 'The JSON Web Key Set (public signing keys)',
+      tags: ['oidc'],
+      documentOnly: { headers: Type.Object({ 'if-none-match': Type.Optional(Type.String({ description: 'An earlier `ETag`: 304 when unchanged.' })) }) },
+      response: {
+        200: { description: Jwks.description, content: { 'application/jwk-set+json': { schema: Jwks } } },
+        304: NoBody('Not modified.'),
+        ...errorResponses(503),
+      },
+    },
+  }, async (req, reply) => {
     const { body, etag } = s.keyring.jwksDocument()
     reply
       .header('access-control-allow-origin', '*')
@@ -69,7 +118,9 @@ export function wellKnownRoute(app: FastifyInstance, s: Services): void {
     return reply.send(body)
   })
   // A browser that revalidates by hand (If-None-Match) sends a preflight first.
-  app.options('/.well-known/jwks.json', async (_req, reply) =>
+  app.options('/.well-known/jwks.json', {
+    schema: { summary: 'CORS preflight of the JWKS (for revalidation with If-None-Match)', tags: ['oidc'], response: { 204: NoBody('Allowed from any origin.') } },
+  }, async (_req, reply) =>
     reply
       .code(204)
       .header('access-control-allow-origin', '*')

@@ -7,13 +7,24 @@ import { findUserRef } from '../../sessions/sessions.store.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requireAdmin } from './guard.js'
 import { adminQuery } from './query.js'
+import { BEARER, errorResponses } from '../schemas/common.js'
+import { AuditPage, AuditQuery } from '../schemas/admin.js'
 
 /**
  * GET /admin/audit: the audit trail, newest first, filtered by type (exact or a prefix ending
  * in a dot), user (id or username), family, client and time; keyset pages via `cursor`.
  */
 export function adminAuditRoute(app: FastifyInstance, s: Services): void {
-  app.get('/admin/audit', async (req, reply) => {
+  app.get('/admin/audit', {
+    schema: {
+      summary: 'Read the audit trail',
+      description: 'Newest first, filtered by type, user, session, client and time; keyset pages via `cursor`. 404 when `user` names no user.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { querystring: AuditQuery },
+      response: { 200: AuditPage, ...errorResponses(400, 401, 403, 404, 503) },
+    },
+  }, async (req, reply) => {
     await requireAdmin(s, req)
     const q = adminQuery(req, ['type', 'user', 'family', 'client', 'since', 'until', 'limit', 'cursor'])
     const filter = parseAuditFilter(q, (name) => name)

@@ -9,6 +9,8 @@ import { awaitPropagation, type PropagationReport } from '../../propagation/awai
 import type { Services } from '../../services.js'
 import { methodNotAllowed } from '../not-allowed.js'
 import { requireAdmin } from './guard.js'
+import { BEARER, errorResponses } from '../schemas/common.js'
+import { AlgParams, ImportKeyRequest, ImportKeyResponse, KeyList, KidParams, RetireLineResponse, RevokeKeyRequest, RevokeKeyResponse, RewrapResponse, RotateRequest, RotateResponse } from '../schemas/admin.js'
 
 const KID = /^[A-Za-z0-9_-]{1,128}$/
 
@@ -37,13 +39,30 @@ async function propagated(s: Services): Promise<PropagationReport> {
 export function adminKeysRoute(app: FastifyInstance, s: Services): void {
   const opts = () => ({ keks: s.keyring.keks, policy: s.keyring.policy, nowMs: s.clock.nowMs() })
 
-  app.get('/admin/keys', async (req, reply) => {
+  app.get('/admin/keys', {
+    schema: {
+      summary: 'List the signing keys',
+      description: 'Every key’s state and dates; never key material.',
+      tags: ['admin'],
+      security: BEARER,
+      response: { 200: KeyList, ...errorResponses(401, 403, 503) },
+    },
+  }, async (req, reply) => {
     await requireAdmin(s, req)
     const keys = await listKeys(s.db)
     return reply.header('cache-control', 'no-store').send({ keys: keys.map(keyInfoJson) })
   })
 
-  app.post('/admin/keys/rotate', async (req, reply) => {
+  app.post('/admin/keys/rotate', {
+    schema: {
+      summary: 'Rotate a key line',
+      description: 'Schedules the next key (or, with `immediate`, activates it now); waits for the other instances.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { body: RotateRequest },
+      response: { 200: RotateResponse, ...errorResponses(400, 401, 403, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const b = body(req)
     // alg names the key line; without it, the SIGNING_ALG line (README "Key lines").
@@ -55,7 +74,16 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     return reply.header('cache-control', 'no-store').send({ ...out, propagation: await propagated(s) })
   })
 
-  app.post<{ Params: { kid: string } }>('/admin/keys/:kid/revoke', async (req, reply) => {
+  app.post<{ Params: { kid: string } }>('/admin/keys/:kid/revoke', {
+    schema: {
+      summary: 'Revoke a signing key (emergency)',
+      description: 'Tokens it signed stop verifying; a successor signs at once. Audited.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { params: KidParams, body: RevokeKeyRequest },
+      response: { 200: RevokeKeyResponse, ...errorResponses(400, 401, 403, 404, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const { kid } = req.params
     if (!KID.test(kid)) throw new OAuthError('invalid_request', 'no such key').withStatus(404)
@@ -69,7 +97,15 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     return reply.header('cache-control', 'no-store').send({ ...revokedJson(kid, r), propagation: await propagated(s) })
   })
 
-  app.post('/admin/keys/import', async (req, reply) => {
+  app.post('/admin/keys/import', {
+    schema: {
+      summary: 'Import a signing key',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { body: ImportKeyRequest },
+      response: { 201: ImportKeyResponse, ...errorResponses(400, 401, 403, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const b = body(req)
     const state = parseImportState(b.state, 'state')
@@ -83,7 +119,16 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     return reply.code(201).header('cache-control', 'no-store').send({ ...importedJson(r), propagation: await propagated(s) })
   })
 
-  app.post<{ Params: { alg: string } }>('/admin/keys/lines/:alg/retire', async (req, reply) => {
+  app.post<{ Params: { alg: string } }>('/admin/keys/lines/:alg/retire', {
+    schema: {
+      summary: 'Retire a key line',
+      description: 'Stops signing with the line’s algorithm; its keys stay published until their tokens expire. Audited.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { params: AlgParams },
+      response: { 200: RetireLineResponse, ...errorResponses(400, 401, 403, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const alg = parseSigningAlg(req.params.alg, 'alg')!
     const r = await retireLine(s.db, opts(), alg, { actor: { via: 'admin_api', clientId: admin.client_id } })
@@ -92,7 +137,14 @@ export function adminKeysRoute(app: FastifyInstance, s: Services): void {
     return reply.header('cache-control', 'no-store').send({ ...retiredLineJson(r), propagation: await propagated(s) })
   })
 
-  app.post('/admin/keys/rewrap', async (req, reply) => {
+  app.post('/admin/keys/rewrap', {
+    schema: {
+      summary: 'Re-seal the private keys under the current KEK',
+      tags: ['admin'],
+      security: BEARER,
+      response: { 200: RewrapResponse, ...errorResponses(401, 403, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const r = await rewrapKeys(s.db, s.keyring.keks)
     req.log.warn({ admin: admin.client_id, kekId: r.kekId, rewrapped: r.rewrapped.length, failed: r.failed }, 'signing keys rewrapped')

@@ -9,6 +9,9 @@ import { methodNotAllowed } from '../not-allowed.js'
 import { requestContext } from '../params.js'
 import { requireAdmin } from './guard.js'
 import { adminQuery } from './query.js'
+import { BEARER, errorResponses, UserParams } from '../schemas/common.js'
+import { FamilyParams, SessionsPage, SessionsQuery } from '../schemas/admin.js'
+import { Type } from '@sinclair/typebox'
 
 /** The user of a `{user}` path segment (a UUID is an id, anything else a username), or 404. */
 async function userOf(s: Services, value: string) {
@@ -28,7 +31,16 @@ function adminContext(req: FastifyRequest, clientId: string): AuditContext {
  * reason `admin` and the acting admin client.
  */
 export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
-  app.get<{ Params: { user: string } }>('/admin/users/:user/sessions', async (req, reply) => {
+  app.get<{ Params: { user: string } }>('/admin/users/:user/sessions', {
+    schema: {
+      summary: 'List a user’s sessions (refresh-token families)',
+      description: 'Live sessions newest first (all with `include=all`), keyset pages via `cursor`.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { params: UserParams, querystring: SessionsQuery },
+      response: { 200: SessionsPage, ...errorResponses(400, 401, 403, 404, 503) },
+    },
+  }, async (req, reply) => {
     await requireAdmin(s, req)
     const q = adminQuery(req, ['include', 'limit', 'cursor'])
     if (q.include !== undefined && q.include !== 'all') throw new OAuthError('invalid_request', 'include must be all')
@@ -40,7 +52,16 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   })
 
   // Logout everywhere.
-  app.delete<{ Params: { user: string } }>('/admin/users/:user/sessions', async (req, reply) => {
+  app.delete<{ Params: { user: string } }>('/admin/users/:user/sessions', {
+    schema: {
+      summary: 'Revoke all of a user’s sessions (logout everywhere)',
+      description: 'Audited (`admin.sessions_revoked`) with the acting admin client.',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { params: UserParams },
+      response: { 200: Type.Object({ revoked: Type.Integer({ description: 'How many sessions were revoked.' }) }), ...errorResponses(400, 401, 403, 404, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const user = await userOf(s, req.params.user)
     const revoked = await revokeAllSessions(s.db, user.id, adminContext(req, admin.client_id))
@@ -49,7 +70,15 @@ export function adminSessionsRoute(app: FastifyInstance, s: Services): void {
   })
   methodNotAllowed(app, '/admin/users/:user/sessions', ['GET', 'DELETE'])
 
-  app.delete<{ Params: { familyId: string } }>('/admin/sessions/:familyId', async (req, reply) => {
+  app.delete<{ Params: { familyId: string } }>('/admin/sessions/:familyId', {
+    schema: {
+      summary: 'Revoke one session',
+      tags: ['admin'],
+      security: BEARER,
+      documentOnly: { params: FamilyParams },
+      response: { 200: Type.Object({ revoked: Type.Boolean({ description: 'False when it was already revoked or expired.' }) }), ...errorResponses(400, 401, 403, 404, 503) },
+    },
+  }, async (req, reply) => {
     const admin = await requireAdmin(s, req)
     const familyId = parseUuid(req.params.familyId, 'the session id')
     if (!(await findSession(s.db, familyId))) throw new OAuthError('invalid_request', 'no such session').withStatus(404)
