@@ -2903,6 +2903,1466 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List users (cursor pagination, filters) */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Page size, 1 to 500 (default 50). */
+                    limit?: string;
+                    /** @description The `next_cursor` of the previous page. */
+                    cursor?: string;
+                    /** @description Only usernames starting with this (normalised first). */
+                    prefix?: string;
+                    disabled?: "true" | "false";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            users: {
+                                /** Format: uuid */
+                                id: string;
+                                /** @description Normalised: Unicode NFKC, then lower case. */
+                                username: string;
+                                roles: string[];
+                                profile: {
+                                    /** @description Display name (the `name` claim); null: none. */
+                                    name: string | null;
+                                    /** @description E-mail address (the `email` claim); null: none. */
+                                    email: string | null;
+                                    /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                    email_verified: boolean;
+                                };
+                                disabled: boolean;
+                                /** @description False for a user created without a password (no password login). */
+                                has_password: boolean;
+                                /** @description The version; the ETag is `"v<version>"`. */
+                                version: number;
+                                /** Format: date-time */
+                                created_at: string;
+                                /** Format: date-time */
+                                updated_at: string;
+                            }[];
+                            /** @description Pass as `cursor` for the next page; null on the last. */
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Create a user */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description 1–255 printable ASCII characters: a retry with the same key and request gets the first response. */
+                    "idempotency-key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description Letters, digits and . _ @ + - (at most 256 after normalisation). */
+                        username: string;
+                        /** @description Checked by the password policy; without one the user cannot log in with a password. */
+                        password?: string;
+                        roles?: string[];
+                        /** @description Profile attributes; null clears one (email_verified: null means false). */
+                        profile?: {
+                            name?: string | null;
+                            email?: string | null;
+                            email_verified?: boolean | null;
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description A user. */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description Normalised: Unicode NFKC, then lower case. */
+                            username: string;
+                            roles: string[];
+                            profile: {
+                                /** @description Display name (the `name` claim); null: none. */
+                                name: string | null;
+                                /** @description E-mail address (the `email` claim); null: none. */
+                                email: string | null;
+                                /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                email_verified: boolean;
+                            };
+                            disabled: boolean;
+                            /** @description False for a user created without a password (no password login). */
+                            has_password: boolean;
+                            /** @description The version; the ETag is `"v<version>"`. */
+                            version: number;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Conflict with the current state (`invalid_request`). */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{user}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a user */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description A user. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description Normalised: Unicode NFKC, then lower case. */
+                            username: string;
+                            roles: string[];
+                            profile: {
+                                /** @description Display name (the `name` claim); null: none. */
+                                name: string | null;
+                                /** @description E-mail address (the `email` claim); null: none. */
+                                email: string | null;
+                                /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                email_verified: boolean;
+                            };
+                            disabled: boolean;
+                            /** @description False for a user created without a password (no password login). */
+                            has_password: boolean;
+                            /** @description The version; the ETag is `"v<version>"`. */
+                            version: number;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a user (revokes every session; audit events stay) */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag of the user as last read (`"v3"`). */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted. */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Update a user's profile attributes and roles (If-Match required) */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag of the user as last read (`"v3"`). */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description Profile attributes; null clears one (email_verified: null means false). */
+                        profile?: {
+                            name?: string | null;
+                            email?: string | null;
+                            email_verified?: boolean | null;
+                        };
+                        /** @description Replaces the roles. */
+                        roles?: string[];
+                    };
+                };
+            };
+            responses: {
+                /** @description A user. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description Normalised: Unicode NFKC, then lower case. */
+                            username: string;
+                            roles: string[];
+                            profile: {
+                                /** @description Display name (the `name` claim); null: none. */
+                                name: string | null;
+                                /** @description E-mail address (the `email` claim); null: none. */
+                                email: string | null;
+                                /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                email_verified: boolean;
+                            };
+                            disabled: boolean;
+                            /** @description False for a user created without a password (no password login). */
+                            has_password: boolean;
+                            /** @description The version; the ETag is `"v<version>"`. */
+                            version: number;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/admin/users/{user}/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set a user's password (revokes their sessions unless revoke_sessions is false) */
+        put: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag of the user as last read (`"v3"`). */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        password: string;
+                        /**
+                         * @description Revoke the user's refresh-token families (default true).
+                         * @default true
+                         */
+                        revoke_sessions?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description A user. */
+                            user: {
+                                /** Format: uuid */
+                                id: string;
+                                /** @description Normalised: Unicode NFKC, then lower case. */
+                                username: string;
+                                roles: string[];
+                                profile: {
+                                    /** @description Display name (the `name` claim); null: none. */
+                                    name: string | null;
+                                    /** @description E-mail address (the `email` claim); null: none. */
+                                    email: string | null;
+                                    /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                    email_verified: boolean;
+                                };
+                                disabled: boolean;
+                                /** @description False for a user created without a password (no password login). */
+                                has_password: boolean;
+                                /** @description The version; the ETag is `"v<version>"`. */
+                                version: number;
+                                /** Format: date-time */
+                                created_at: string;
+                                /** Format: date-time */
+                                updated_at: string;
+                            };
+                            families_revoked: number;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{user}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Disable a user (revokes every refresh-token family and SSO session) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag of the user as last read (`"v3"`). */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description A user. */
+                            user: {
+                                /** Format: uuid */
+                                id: string;
+                                /** @description Normalised: Unicode NFKC, then lower case. */
+                                username: string;
+                                roles: string[];
+                                profile: {
+                                    /** @description Display name (the `name` claim); null: none. */
+                                    name: string | null;
+                                    /** @description E-mail address (the `email` claim); null: none. */
+                                    email: string | null;
+                                    /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                    email_verified: boolean;
+                                };
+                                disabled: boolean;
+                                /** @description False for a user created without a password (no password login). */
+                                has_password: boolean;
+                                /** @description The version; the ETag is `"v<version>"`. */
+                                version: number;
+                                /** Format: date-time */
+                                created_at: string;
+                                /** Format: date-time */
+                                updated_at: string;
+                            };
+                            families_revoked: number;
+                            sso_sessions_ended: number;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{user}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enable a disabled user */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag of the user as last read (`"v3"`). */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description A user id (UUID) or a username (normalised before lookup). */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description A user. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description Normalised: Unicode NFKC, then lower case. */
+                            username: string;
+                            roles: string[];
+                            profile: {
+                                /** @description Display name (the `name` claim); null: none. */
+                                name: string | null;
+                                /** @description E-mail address (the `email` claim); null: none. */
+                                email: string | null;
+                                /** @description Whether the e-mail address is verified (the `email_verified` claim). */
+                                email_verified: boolean;
+                            };
+                            disabled: boolean;
+                            /** @description False for a user created without a password (no password login). */
+                            has_password: boolean;
+                            /** @description The version; the ETag is `"v<version>"`. */
+                            version: number;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/account": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read your own account */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The caller's own account. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description The user id (a UUID). */
+                            id: string;
+                            /** @description The username, as stored (normalised). */
+                            username: string;
+                            name: string | null;
+                            email: string | null;
+                            email_verified: boolean;
+                            /** @description Roles, as carried in access tokens. */
+                            roles: string[];
+                            /** Format: date-time */
+                            created_at: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/account/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change your own password
+         * @description Checks `current_password` like a login (same throttle, same hashing queue); on success every other session and SSO session of the user ends.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description The password the user has now. */
+                        current_password: string;
+                        /** @description The new password: at least 8 characters, at most 1024 UTF-8 bytes, not a common or breached password, not the username. */
+                        new_password: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Refresh-token families revoked: every live one of the user except the caller's own. */
+                            sessions_revoked: number;
+                            /** @description Browser SSO sessions ended: every one of the user except the one the caller's session belongs to. */
+                            sso_sessions_ended: number;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Too many requests (`temporarily_unavailable`, with `Retry-After`). */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/account/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List your own sessions */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Page size, 1 to 1000 (default 100). */
+                    limit?: string;
+                    /** @description The `next_cursor` of the previous page. */
+                    cursor?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Live sessions, newest first. */
+                            sessions: {
+                                /** @description The session (refresh-token family) id: the `sid` of its access tokens. */
+                                id: string;
+                                /** @description True for the session of the token making this call. */
+                                current: boolean;
+                                client_id: string;
+                                client_name: string;
+                                /** Format: date-time */
+                                created_at: string;
+                                /** Format: date-time */
+                                auth_time: string;
+                                /**
+                                 * Format: date-time
+                                 * @description The absolute limit: the session ends then at the latest.
+                                 */
+                                expires_at: string;
+                                last_used_at: string | null;
+                                last_ip: string | null;
+                                last_user_agent: string | null;
+                                scope: string;
+                            }[];
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/account/sessions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke one of your own sessions */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description A session id from `GET /account/sessions`. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description False when the session had been revoked already. */
+                            revoked: boolean;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/par": {
         parameters: {
             query?: never;
@@ -4391,6 +5851,1357 @@ export interface paths {
                     };
                     content: {
                         "text/html": string;
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/clients": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List clients, oldest first, one page at a time */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Clients per page, 1–200 (default 50). */
+                    limit?: string;
+                    /** @description The `next_cursor` of the previous page. */
+                    cursor?: string;
+                    /** @description Only disabled (true) or enabled (false) clients. */
+                    disabled?: "true" | "false";
+                    /** @description Only names starting with this (case-sensitive). */
+                    name_prefix?: string;
+                    type?: "public" | "confidential";
+                    /** @description Only clients allowed this grant. */
+                    grant_type?: "client_credentials" | "refresh_token" | "password" | "authorization_code";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            clients: {
+                                client_id: string;
+                                name: string;
+                                type: "public" | "confidential";
+                                grant_types: string[];
+                                scopes: string[];
+                                audience: string[];
+                                refresh_delivery: "body" | "cookie";
+                                allowed_origins: string[];
+                                id_token_signed_response_alg: string;
+                                rate_limit_per_second: number | null;
+                                redirect_uris: string[];
+                                post_logout_redirect_uris: string[];
+                                first_party: boolean;
+                                backchannel_logout_uri: string | null;
+                                require_pushed_authorization_requests: boolean;
+                                disabled: boolean;
+                                /** Format: date-time */
+                                created_at: string;
+                                /** Format: date-time */
+                                updated_at: string;
+                                /** @description Bumped by every change; the ETag is "v<version>". */
+                                version: number;
+                                /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                                previous_secret_expires_at: string | null;
+                            }[];
+                            /** @description Pass as `cursor` for the next page; null on the last. */
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Register a client; its secret is in this answer only */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Makes a retried create create one client (24 h). A replay answers the stored response WITHOUT client_secret, with Idempotency-Replayed: true; the key with another body → 422. */
+                    "idempotency-key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            /** @description A new client: `name` and `grant_types` are required; every other setting has a default. */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description A name for people (shown on the consent page). */
+                        name: string;
+                        /** @description The grants it may use at /token. */
+                        grant_types: ("client_credentials" | "refresh_token" | "password" | "authorization_code")[];
+                        /** @description A public client (no secret: browser and native apps). Default false (confidential). Cannot change after registration. */
+                        public?: boolean;
+                        /** @description The scopes it may ask for (RFC 6749 scope tokens). Default none. */
+                        scopes?: string[];
+                        /** @description The `aud` of its access tokens. Default: the issuer. */
+                        audience?: string[];
+                        /** @description Where refresh tokens go. Default cookie for a public client with allowed_origins, else body. */
+                        refresh_delivery?: "body" | "cookie";
+                        /** @description Browser origins allowed to call it (CORS, cookie refresh): scheme://host[:port]. */
+                        allowed_origins?: string[];
+                        /** @description The key line of its ID tokens (a line that signs here). Default RS256. */
+                        id_token_signed_response_alg?: "ES256" | "RS256" | "PS256" | "EdDSA";
+                        /** @description /token requests per second on each instance; 0 = no limit; null = CLIENT_RATE_LIMIT_PER_SECOND. */
+                        rate_limit_per_second?: number | null;
+                        /** @description Registered redirect URIs, compared exactly (needed by authorization_code). */
+                        redirect_uris?: string[];
+                        /** @description Where RP-initiated logout may send the browser back to. */
+                        post_logout_redirect_uris?: string[];
+                        /** @description Skip the consent page. Default false. */
+                        first_party?: boolean;
+                        /** @description Where back-channel logout tokens are POSTed; null: none. */
+                        backchannel_logout_uri?: string | null;
+                        /** @description Its authorization requests must be pushed (/par). Default false. */
+                        require_pushed_authorization_requests?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                            /** @description The secret of a confidential client: shown in this answer only. Absent for a public client and in an Idempotency-Key replay. */
+                            client_secret?: string;
+                            /** @description Which instances applied the change before the answer (README "Changes reach every instance"). */
+                            propagation?: {
+                                version: number;
+                                confirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                unconfirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                stale: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                waited_ms: number;
+                                error?: string;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/clients/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a client (with its ETag) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description A client. Never its secret or a hash of it (except `client_secret` in the answers of a create and a rotation). */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a client: revokes everything it holds; its audit rows stay */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag as last read ("v<N>"): the call is refused with 412 when the client changed since. */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted; every live instance has applied it (or PROPAGATION_WAIT_SECONDS passed). */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change settings of a client (If-Match required) */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Required: the ETag as last read ("v<N>"). Missing → 428; stale → 412. */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            /** @description The settings to change; those left out keep their value. `public` cannot change. */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description A name for people (shown on the consent page). */
+                        name?: string;
+                        /** @description A public client (no secret: browser and native apps). Default false (confidential). Cannot change after registration. */
+                        public?: boolean;
+                        /** @description The grants it may use at /token. */
+                        grant_types?: ("client_credentials" | "refresh_token" | "password" | "authorization_code")[];
+                        /** @description The scopes it may ask for (RFC 6749 scope tokens). Default none. */
+                        scopes?: string[];
+                        /** @description The `aud` of its access tokens. Default: the issuer. */
+                        audience?: string[];
+                        /** @description Where refresh tokens go. Default cookie for a public client with allowed_origins, else body. */
+                        refresh_delivery?: "body" | "cookie";
+                        /** @description Browser origins allowed to call it (CORS, cookie refresh): scheme://host[:port]. */
+                        allowed_origins?: string[];
+                        /** @description The key line of its ID tokens (a line that signs here). Default RS256. */
+                        id_token_signed_response_alg?: "ES256" | "RS256" | "PS256" | "EdDSA";
+                        /** @description /token requests per second on each instance; 0 = no limit; null = CLIENT_RATE_LIMIT_PER_SECOND. */
+                        rate_limit_per_second?: number | null;
+                        /** @description Registered redirect URIs, compared exactly (needed by authorization_code). */
+                        redirect_uris?: string[];
+                        /** @description Where RP-initiated logout may send the browser back to. */
+                        post_logout_redirect_uris?: string[];
+                        /** @description Skip the consent page. Default false. */
+                        first_party?: boolean;
+                        /** @description Where back-channel logout tokens are POSTed; null: none. */
+                        backchannel_logout_uri?: string | null;
+                        /** @description Its authorization requests must be pushed (/par). Default false. */
+                        require_pushed_authorization_requests?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                            /** @description Which instances applied the change before the answer (README "Changes reach every instance"). */
+                            propagation: {
+                                version: number;
+                                confirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                unconfirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                stale: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                waited_ms: number;
+                                error?: string;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/admin/clients/{id}/secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Rotate the secret; the new one is in this answer only, the old one works for the overlap */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag as last read ("v<N>"): the call is refused with 412 when the client changed since. */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description How long the old secret keeps working; 0 = it stops at once. Default CLIENT_SECRET_OVERLAP_SECONDS. */
+                        overlap_seconds?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                            /** @description The new secret: shown in this answer only. */
+                            client_secret: string;
+                            overlap_seconds: number;
+                            /** @description Which instances applied the change before the answer (README "Changes reach every instance"). */
+                            propagation: {
+                                version: number;
+                                confirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                unconfirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                stale: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                waited_ms: number;
+                                error?: string;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/clients/{id}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Disable a client: revokes every refresh-token family of it; every instance refuses it */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag as last read ("v<N>"): the call is refused with 412 when the client changed since. */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                            /** @description Which instances applied the change before the answer (README "Changes reach every instance"). */
+                            propagation: {
+                                version: number;
+                                confirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                unconfirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                stale: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                waited_ms: number;
+                                error?: string;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/clients/{id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enable a disabled client (its revoked families stay revoked) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The ETag as last read ("v<N>"): the call is refused with 412 when the client changed since. */
+                    "if-match"?: string;
+                };
+                path: {
+                    /** @description The client_id. */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            client_id: string;
+                            name: string;
+                            type: "public" | "confidential";
+                            grant_types: string[];
+                            scopes: string[];
+                            audience: string[];
+                            refresh_delivery: "body" | "cookie";
+                            allowed_origins: string[];
+                            id_token_signed_response_alg: string;
+                            rate_limit_per_second: number | null;
+                            redirect_uris: string[];
+                            post_logout_redirect_uris: string[];
+                            first_party: boolean;
+                            backchannel_logout_uri: string | null;
+                            require_pushed_authorization_requests: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            created_at: string;
+                            /** Format: date-time */
+                            updated_at: string;
+                            /** @description Bumped by every change; the ETag is "v<version>". */
+                            version: number;
+                            /** @description Until when the secret the last rotation replaced still works (null: none; in the past: it has stopped). */
+                            previous_secret_expires_at: string | null;
+                            /** @description Which instances applied the change before the answer (README "Changes reach every instance"). */
+                            propagation: {
+                                version: number;
+                                confirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                unconfirmed: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                stale: {
+                                    instance: string;
+                                    host: string;
+                                    pid: number;
+                                    change_version: number;
+                                }[];
+                                waited_ms: number;
+                                error?: string;
+                            };
+                        };
+                    };
+                };
+                /** @description Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, … named in `error`). */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authentication failed (`invalid_client` with `WWW-Authenticate: Basic`, or `invalid_token` with `WWW-Authenticate: Bearer`). */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Authenticated, but not allowed (`insufficient_scope`, `access_denied`). */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description No such resource (`invalid_request`). */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Precondition failed: the `If-Match` version is stale (`invalid_request`). */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description An error. Always sent with `Cache-Control: no-store`. */
+                428: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
+                    };
+                };
+                /** @description Temporarily unavailable: starting, draining, database down or overloaded (`temporarily_unavailable`, with `Retry-After`). */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description An RFC 6749 / RFC 6750 / OIDC error code (`invalid_request`, `invalid_token`, …). */
+                            error: string;
+                            /** @description What went wrong, for a human; never contains a secret. */
+                            error_description: string;
+                        };
                     };
                 };
             };
