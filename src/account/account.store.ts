@@ -28,12 +28,18 @@ export async function familyNotRevoked(db: Executor, familyId: string): Promise<
   return row !== undefined
 }
 
-/** Replaces an enabled user's password hash (and holds the user's row lock until the commit); false when there is no such user or they are disabled. */
-export async function setAccountPassword(trx: Trx, userId: string, passwordHash: string): Promise<boolean> {
+/**
+ * Replaces an enabled user's password hash, only while it is still `verifiedHash` (the one the
+ * current password was checked against: a password set meanwhile by an operator wins), and holds
+ * the user's row lock until the commit. A new version (ETag) for the admin API. False when there is
+ * no such user, they are disabled, or their password changed since it was checked.
+ */
+export async function setAccountPassword(trx: Trx, userId: string, verifiedHash: string, passwordHash: string): Promise<boolean> {
   const row = await trx
     .updateTable('app_user')
-    .set({ password_hash: passwordHash, updated_at: sql`now()` })
+    .set({ password_hash: passwordHash, updated_at: sql`now()`, version: sql`version + 1` })
     .where('id', '=', userId)
+    .where('password_hash', '=', verifiedHash)
     .where('disabled_at', 'is', null)
     .returning('id')
     .executeTakeFirst()

@@ -6,6 +6,7 @@ import { OAuthError } from '../errors.js'
 import { familySsoSession, revokeFamilies } from '../tokens/refresh-tokens.store.js'
 import { passwordPolicyProblem, type PasswordHasher } from '../users/passwords.js'
 import type { UserLogin } from '../users/user-login.js'
+import type { User } from '../users/user.js'
 import { findUserById } from '../users/users.store.js'
 import { familyNotRevoked, setAccountPassword } from './account.store.js'
 
@@ -43,8 +44,9 @@ export async function changePassword(db: Db, deps: { users: UserLogin; passwords
   if (!user || user.disabled) throw goneUser()
   const problem = await passwordPolicyProblem(input.newPassword, user.username)
   if (problem) throw new OAuthError('invalid_request', `new_password: ${problem}`)
+  let verified: User
   try {
-    await deps.users.authenticate(input.clientId, user.username, input.currentPassword, ctx)
+    verified = await deps.users.authenticate(input.clientId, user.username, input.currentPassword, ctx)
   } catch (err) {
     if (err instanceof OAuthError && err.code === 'invalid_grant') throw new OAuthError('invalid_grant', 'current_password is wrong', 'bad current password')
     if (err instanceof OAuthError && err.code === 'invalid_request') throw new OAuthError('invalid_request', `current_password: ${err.description}`)
@@ -56,7 +58,14 @@ export async function changePassword(db: Db, deps: { users: UserLogin; passwords
   return db.transaction().execute(async (trx) => {
     // The user's row lock, taken here, orders concurrent changes of one user: a change whose own
     // session a change committed meanwhile ended is refused (else each would end the other's).
-    if (!(await setAccountPassword(trx, user.id, hash))) throw goneUser()
+    if (!(await setAccountPassword(trx, user.id, verified.passwordHash, hash))) {
+      const now = await findUserById(trx, user.id)
+      if (!now || now.disabled) throw goneUser()
+      if (input.familyId !== undefined && !(await familyNotRevoked(trx, input.familyId))) {
+        throw new OAuthError('invalid_token', 'the access token is invalid', 'session ended meanwhile').withScheme('Bearer')
+      }
+      throw new OAuthError('invalid_grant', 'current_password is wrong', 'password changed since it was checked')
+    }
     if (input.familyId !== undefined && !(await familyNotRevoked(trx, input.familyId))) {
       throw new OAuthError('invalid_token', 'the access token is invalid', 'session ended meanwhile').withScheme('Bearer')
     }

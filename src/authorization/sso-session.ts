@@ -66,7 +66,7 @@ export async function endSsoSessions(db: Db, filter: SsoSessionFilter, reason: S
 }
 
 /** Why SSO sessions end (stored as `revoked_reason`, audited). */
-export type SsoEndReason = 'logout' | 'admin' | 'user_disabled' | 'user_deleted' | 'password_changed'
+export type SsoEndReason = 'logout' | 'admin' | 'user_disabled' | 'user_deleted' | 'password_changed' | 'password_set'
 
 /** `endSsoSessions` inside the caller's transaction (a use case that commits more with it). */
 export async function endSsoSessionsIn(trx: Trx, filter: SsoSessionFilter, reason: SsoEndReason, ctx: AuditContext): Promise<EndedSession[]> {

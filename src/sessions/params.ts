@@ -4,6 +4,7 @@
 import { AUDIT_MAX_LIMIT, type AuditFilter } from '../audit/audit.store.js'
 import { InputError } from '../errors.js'
 import { UUID } from '../tokens/access-token.js'
+import { normalizeUsername } from '../users/user.js'
 
 /** A UUID in any letter case (people paste them upper-cased); stored ones are lower case. */
 const isUuid = (value: string) => UUID.test(value.toLowerCase())
@@ -26,7 +27,8 @@ export type UserRef = { id: string } | { username: string }
 
 export function parseUserRef(value: string, name = 'user'): UserRef {
   if (isUuid(value)) return { id: value.toLowerCase() }
-  if (!USERNAME.test(value)) throw new InputError(`${name} must be a user id (UUID) or a username`)
+  // Checked as stored (Unicode NFKC, lower case): any name `users create` accepted can be named here.
+  if (value.length > 1024 || !USERNAME.test(normalizeUsername(value))) throw new InputError(`${name} must be a user id (UUID) or a username`)
   return { username: value }
 }
 

@@ -57,13 +57,19 @@ export async function updateUserAsAdmin(db: Db, id: string, versions: number[], 
   })
 }
 
-/** Sets a password (already checked and hashed); revokes the user's families unless told not to. */
-export async function setPasswordAsAdmin(db: Db, id: string, versions: number[] | undefined, passwordHash: string, revokeSessions: boolean, ctx: AuditContext): Promise<{ user: User; familiesRevoked: number }> {
+/**
+ * Sets a password (already checked and hashed). Unless told not to, every session of the user ends
+ * with it: the refresh-token families and the browser SSO sessions (a reset after a compromise must
+ * not leave the attacker's SSO cookie able to get new codes). The caller sends the back-channel
+ * logouts after the commit.
+ */
+export async function setPasswordAsAdmin(db: Db, id: string, versions: number[] | undefined, passwordHash: string, revokeSessions: boolean, ctx: AuditContext): Promise<{ user: User; familiesRevoked: number; ssoSessions: EndedSession[] }> {
   return db.transaction().execute(async (trx) => {
     const user = await update(trx, id, versions, { passwordHash })
     const revoked = revokeSessions ? await revokeFamilies(trx, { userId: id }, 'password_set', ctx) : []
-    await audit(trx, 'user.password_set', id, ctx, { families_revoked: revoked.length, revoke_sessions: revokeSessions })
-    return { user, familiesRevoked: revoked.length }
+    const ssoSessions = revokeSessions ? await endSsoSessionsIn(trx, { userId: id }, 'password_set', ctx) : []
+    await audit(trx, 'user.password_set', id, ctx, { families_revoked: revoked.length, sso_sessions_ended: ssoSessions.length, revoke_sessions: revokeSessions })
+    return { user, familiesRevoked: revoked.length, ssoSessions }
   })
 }
 

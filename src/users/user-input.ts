@@ -2,6 +2,7 @@
 // field) and the CLI (exit code 2): the username rule, roles and profile attributes. Pure: no I/O.
 // A bad value throws InputError with a message that names the field as the caller calls it.
 import { InputError } from '../errors.js'
+import { UUID } from '../tokens/access-token.js'
 import { normalizeUsername, type UserProfile } from './user.js'
 
 export const MAX_USERNAME_LENGTH = 256
@@ -18,6 +19,8 @@ export function parseUsername(value: string, name = 'username'): string {
   if (value.length > 4 * MAX_USERNAME_LENGTH) throw new InputError(`${name} may contain ${USERNAME_RULE}`)
   const n = normalizeUsername(value)
   if (n.length === 0 || [...n].length > MAX_USERNAME_LENGTH || !USERNAME.test(n)) throw new InputError(`${name} may contain ${USERNAME_RULE}`)
+  // A user is named by id or by username in the same path segment: a UUID-shaped name could never be reached.
+  if (UUID.test(n)) throw new InputError(`${name} must not have the form of a UUID (user ids have it)`)
   return n
 }
 

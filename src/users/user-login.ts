@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.js'
 import type { Attempt, LoginThrottle } from '../throttle/login-throttle.js'
 import { busyError, MAX_PASSWORD_BYTES, type PasswordHasher, type Reservation } from './passwords.js'
 import type { User } from './user.js'
-import { findUserByUsername, updatePasswordHash } from './users.store.js'
+import { findUserByUsername, upgradePasswordHash } from './users.store.js'
 
 const MAX_USERNAME_LENGTH = 256
 
@@ -71,7 +71,8 @@ export function userLogin(db: Db, hasher: PasswordHasher, throttle: LoginThrottl
           if (err instanceof OAuthError) return undefined
           throw err
         })
-        if (upgraded) await updatePasswordHash(db, user.id, upgraded)
+        // The user as stored now: a caller that writes conditionally on the verified hash sees the upgrade.
+        if (upgraded && (await upgradePasswordHash(db, user.id, user.passwordHash, upgraded))) return { ...user, passwordHash: upgraded }
       }
       return user
     },

@@ -47,8 +47,14 @@ export async function listUsers(db: Executor): Promise<User[]> {
 }
 
 /** Replaces the stored hash (rehash on login after a parameter change). */
-export async function updatePasswordHash(db: Executor, id: string, passwordHash: string): Promise<void> {
-  await db.updateTable('app_user').set({ password_hash: passwordHash, updated_at: sql`now()` }).where('id', '=', id).execute()
+/**
+ * Replaces a hash made with older parameters by one of the same password with the current ones,
+ * only while the stored hash is still `previousHash`: a password set or changed meanwhile (admin
+ * API, /account) wins, and a login that verified the old password cannot bring it back.
+ */
+export async function upgradePasswordHash(db: Executor, id: string, previousHash: string, passwordHash: string): Promise<boolean> {
+  const r = await db.updateTable('app_user').set({ password_hash: passwordHash, updated_at: sql`now()` }).where('id', '=', id).where('password_hash', '=', previousHash).executeTakeFirst()
+  return Number(r.numUpdatedRows) === 1
 }
 
 /**

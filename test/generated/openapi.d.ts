@@ -3588,6 +3588,7 @@ export interface paths {
                                 updated_at: string;
                             };
                             families_revoked: number;
+                            sso_sessions_ended: number;
                         };
                     };
                 };

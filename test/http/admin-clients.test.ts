@@ -529,3 +529,27 @@ t.test('the embedded database (PGlite): create, rotate with an overlap, list and
   t.same(next.json().clients.map((c: Json) => c.client_id), [created.client_id])
   t.equal((await call(app, 'DELETE', `/admin/clients/${created.client_id}`, admin)).statusCode, 204)
 })
+
+t.test('no escalation: tessera:admin:clients cannot give a client an admin scope nor manage a client that has one; tessera:admin can', async (t) => {
+  const { app, adminClient, admin, count } = await setup(t)
+  const full = await clientToken(app, adminClient, 'tessera:admin')
+  const before = { clients: await count('client'), audit: await count('audit_event') }
+  for (const scopes of [['tessera:admin'], ['read', 'tessera:admin:users'], ['tessera:admin:clients:read']]) {
+    const res = await call(app, 'POST', '/admin/clients', admin, { body: { ...API, scopes } })
+    t.equal(res.statusCode, 403, `create with ${scopes.join(' ')} → 403`)
+    t.same(res.json(), { error: 'insufficient_scope', error_description: 'only a tessera:admin token may give a client an admin scope or manage a client that has one' })
+  }
+  // The pipeline's own client holds tessera:admin: the clients scope cannot touch it (no taking over its secret).
+  const own = `/admin/clients/${adminClient.id}`
+  for (const [method, u, body] of [['PATCH', own, { name: 'x' }], ['POST', `${own}/secret`, {}], ['POST', `${own}/disable`, undefined], ['POST', `${own}/enable`, undefined], ['DELETE', own, undefined]] as const) {
+    const res = await call(app, method, u, admin, { body, headers: { 'if-match': '"v1"' } })
+    t.equal(res.statusCode, 403, `${method} ${u} on an admin client → 403`)
+  }
+  // Nor can it raise an ordinary client to admin.
+  const plain = (await call(app, 'POST', '/admin/clients', admin, { body: API })).json() as Json
+  t.equal((await call(app, 'PATCH', `/admin/clients/${plain.client_id}`, admin, { body: { scopes: ['read', 'tessera:admin'] }, headers: { 'if-match': '"v1"' } })).statusCode, 403)
+  t.same({ clients: await count('client'), audit: await count('audit_event') }, { clients: before.clients + 1, audit: before.audit + 1 }, 'only the plain client was created')
+  // The full admin scope may do all of it.
+  t.equal((await call(app, 'POST', '/admin/clients', full, { body: { ...API, scopes: ['tessera:admin:users:read'] } })).statusCode, 201)
+  t.equal((await call(app, 'PATCH', `/admin/clients/${plain.client_id}`, full, { body: { scopes: ['read', 'tessera:admin:users'] }, headers: { 'if-match': '"v1"' } })).statusCode, 200)
+})

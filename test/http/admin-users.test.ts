@@ -421,7 +421,7 @@ t.test('disabling a user mid-refresh-burst on two instances leaves no live famil
     await app.createUser(username, PASSWORD)
     const starts = await Promise.all([0, 1, 2, 3].map((i) => tokenRequest(instances[i % 2]!, { grant_type: 'password', username, password: PASSWORD, scope: 'openid read' }, web)))
     const flag = { answered: false }
-    const progress = { n: 0 }
+    const progress = { n: 0, done: 0 }
     const chain = async (i: number) => {
       let rt = starts[i]!.json().refresh_token as string
       const statuses: { status: number; after: boolean }[] = []
@@ -433,11 +433,13 @@ t.test('disabling a user mid-refresh-burst on two instances leaves no live famil
         rt = res.json().refresh_token
         progress.n++
       }
+      progress.done++
       return { statuses, rt }
     }
     const waitFor = [0, 6, 20][round]!
     const disable = (async () => {
-      while (progress.n < waitFor) await sleep(1)
+      // Until the chains made that many refreshes, or all stopped early (then the asserts below say why).
+      while (progress.n < waitFor && progress.done < 4) await sleep(1)
       const res = await call(instances[round % 2]!, 'POST', `/admin/users/${username}/disable`, { token: admin })
       flag.answered = true
       return res
@@ -469,6 +471,43 @@ t.test('disable ends SSO sessions too (issue 13), audited', async (t) => {
   t.ok(rows[0]!.revoked_at)
   t.equal(rows[0]!.revoked_reason, 'user_disabled')
   t.equal((await auditOf(app, 'sso_session.ended')).length, 1)
+})
+
+t.test('setting a password ends the SSO sessions too (a reset after a compromise leaves no browser signed in); revoke_sessions: false keeps them', async (t) => {
+  const { app, api } = await setup(t)
+  const user = await app.createUser('alice', PASSWORD)
+  const now = new Date()
+  const sso = (n: number) => ({ token_hash: Buffer.alloc(32, n), user_id: user.id, auth_time: now, idle_expires_at: new Date(now.getTime() + 3600_000), expires_at: new Date(now.getTime() + 7200_000) })
+  await app.database.db.insertInto('sso_session').values(sso(1)).execute()
+  const kept = await api('PUT', '/admin/users/alice/password', { body: { password: NEW_PASSWORD, revoke_sessions: false } })
+  t.equal(kept.statusCode, 200)
+  t.equal(kept.json().sso_sessions_ended, 0)
+  t.equal((await app.database.db.selectFrom('sso_session').select('revoked_at').executeTakeFirstOrThrow()).revoked_at, null, 'kept when asked')
+  const res = await api('PUT', '/admin/users/alice/password', { body: { password: PASSWORD } })
+  t.equal(res.statusCode, 200)
+  t.equal(res.json().sso_sessions_ended, 1)
+  const row = await app.database.db.selectFrom('sso_session').select(['revoked_at', 'revoked_reason']).executeTakeFirstOrThrow()
+  t.ok(row.revoked_at)
+  t.equal(row.revoked_reason, 'password_set')
+  t.equal((await auditOf(app, 'sso_session.ended')).length, 1)
+  t.match((await auditOf(app, 'user.password_set')).at(-1)?.detail, { sso_sessions_ended: 1, revoke_sessions: true })
+})
+
+t.test('usernames: a name created in any Unicode form is reached in that form; a UUID-shaped name is refused (ids have that form)', async (t) => {
+  const { app, api } = await setup(t)
+  const created = await api('POST', '/admin/users', { body: { username: 'Jose\u0301', password: PASSWORD } })
+  t.equal(created.statusCode, 201, created.body)
+  t.equal(created.json().username, 'jos\u00e9', 'stored NFKC, lower case')
+  for (const form of ['Jose\u0301', 'JOS\u00c9', 'jos\u00e9']) {
+    const res = await api('GET', `/admin/users/${encodeURIComponent(form)}`)
+    t.equal(res.statusCode, 200, `GET by ${JSON.stringify(form)}`)
+    t.equal((await api('GET', `/admin/users/${encodeURIComponent(form)}/sessions`)).statusCode, 200, `sessions by ${JSON.stringify(form)}`)
+  }
+  const before = await countUsers(app)
+  const uuid = await api('POST', '/admin/users', { body: { username: '123E4567-E89B-12D3-A456-426614174000', password: PASSWORD } })
+  t.equal(uuid.statusCode, 400)
+  t.match(uuid.json().error_description, /username must not have the form of a UUID/)
+  t.equal(await countUsers(app), before, 'nothing written')
 })
 
 t.test('PGlite: migration 0021, create, read, list, update', async (t) => {

@@ -19,7 +19,7 @@ import { revokeKey } from '../../src/keys/lifecycle.js'
 import { awaitPropagation } from '../../src/propagation/await-propagation.js'
 import { changesSince, currentChangeVersion, instanceStatuses, writeHeartbeat } from '../../src/propagation/changes.store.js'
 import { disableUser } from '../../src/users/disable-user.js'
-import { updatePasswordHash } from '../../src/users/users.store.js'
+import { findUserById, upgradePasswordHash } from '../../src/users/users.store.js'
 import { basic, FORM, form, freshDatabase, keyOptions, passwordLogin, testApp, testEnv, tokenRequest, type TestApp } from '../helpers/app.js'
 import { runTessera } from '../helpers/cli.js'
 import { ManualClock } from '../helpers/clock.js'
@@ -67,7 +67,10 @@ t.test('the triggers: one version per transaction, an event per key, client and 
   t.equal(await currentChangeVersion(db), v0 + 1, 'a new client is a change (an instance may have cached its absence)')
   const user = await app.createUser('alice', PASSWORD)
   t.equal(await currentChangeVersion(db), v0 + 1, 'a new user is not (users are not cached)')
-  await updatePasswordHash(db, user.id, 'x')
+  await upgradePasswordHash(db, user.id, (await findUserById(db, user.id))!.passwordHash, 'x')
+  t.equal((await findUserById(db, user.id))!.passwordHash, 'x', 'the rehash was written')
+  await upgradePasswordHash(db, user.id, 'a hash replaced meanwhile', 'y')
+  t.equal((await findUserById(db, user.id))!.passwordHash, 'x', 'a rehash never overwrites a password set since the login read it')
   t.equal(await currentChangeVersion(db), v0 + 1, 'a password rehash at login bumps nothing')
   await disableUser(db, 'alice', CLI_CONTEXT)
   t.equal(await currentChangeVersion(db), v0 + 2, 'a disabled user is')

@@ -22,7 +22,7 @@ import { awaitPropagation, type PropagationReport } from '../../propagation/awai
 import type { Services } from '../../services.js'
 import { errorResponses } from '../schemas/common.js'
 import { methodNotAllowed } from '../not-allowed.js'
-import { adminGuard, adminOf } from './guard.js'
+import { ADMIN_SCOPE, adminGuard, adminOf } from './guard.js'
 import { etagOf, idempotencyOf, ifMatchVersions, sendCreated, versionMismatch } from './preconditions.js'
 import { documented, namingSchemaErrors } from './validation.js'
 
@@ -215,6 +215,26 @@ async function clientOr404(s: Services, id: string): Promise<Client> {
   return c
 }
 
+/** `tessera:admin` or one of its narrower scopes (`tessera:admin:users`, …). */
+const isAdminScope = (scope: string) => scope === ADMIN_SCOPE || scope.startsWith(`${ADMIN_SCOPE}:`)
+
+/**
+ * No privilege escalation through the clients area: only a caller holding the full
+ * `tessera:admin` scope may give a client an admin scope, or change, rotate, disable, enable or
+ * delete a client that has one. Otherwise `tessera:admin:clients` could register a client with
+ * `tessera:admin` (or take over an admin client's secret) and so reach the whole admin API.
+ */
+function refuseAdminEscalation(req: FastifyRequest, scopes: readonly string[] | undefined): void {
+  if (!scopes?.some(isAdminScope)) return
+  if (adminOf(req).scope?.split(' ').includes(ADMIN_SCOPE)) return
+  throw new OAuthError('insufficient_scope', `only a ${ADMIN_SCOPE} token may give a client an admin scope or manage a client that has one`).withScheme('Bearer')
+}
+
+/** `refuseAdminEscalation` for the client a call changes (404 when there is none). */
+async function refuseAdminTarget(s: Services, req: FastifyRequest, id: string): Promise<void> {
+  refuseAdminEscalation(req, (await clientOr404(s, id)).scopes)
+}
+
 // --- Routes
 
 export function adminClientsRoute(app: FastifyInstance, s: Services): void {
@@ -236,6 +256,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
     }),
   }, async (req, reply) => {
     const settings = resolveNewClient(parseClientSettings(settingsInput(req.body), API_NAMES), API_NAMES)
+    refuseAdminEscalation(req, settings.scopes)
     const ctx = adminContext(req)
     const idem = idempotencyOf(req, adminOf(req).client_id)
     const location = (c: Client) => `/admin/clients/${encodeURIComponent(c.id)}`
@@ -310,6 +331,8 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
     // 428 before the settings are checked (the body's shape was validated already).
     const versions = ifMatchVersions(req)
     const patch = parseClientSettings(settingsInput(req.body), API_NAMES)
+    refuseAdminEscalation(req, patch.scopes)
+    await refuseAdminTarget(s, req, req.params.id)
     const { client } = done(await updateClient(s.db, req.params.id, patch, { lines: lines(), names: API_NAMES, ctx: adminContext(req), expectedVersions: versions }))
     return withEtag(reply, client).send({ ...adminClientJson(client), propagation: await propagated(s) })
   })
@@ -333,6 +356,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
     }),
   }, async (req, reply) => {
     const versions = optionalIfMatch(req)
+    await refuseAdminTarget(s, req, req.params.id)
     const overlapSeconds = req.body.overlap_seconds ?? s.config.clientSecretOverlapSeconds
     const r = done(await rotateClientSecret(s.db, req.params.id, { overlapSeconds, nowMs: s.clock.nowMs(), ctx: adminContext(req), expectedVersions: versions }))
     return withEtag(reply, r.client).send({ ...adminClientJson(r.client), client_secret: r.secret, overlap_seconds: overlapSeconds, propagation: await propagated(s) })
@@ -350,6 +374,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 200: Changed, ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
+    await refuseAdminTarget(s, req, req.params.id)
     const { familiesRevoked } = done(await disableClientIfVersion(s.db, req.params.id, adminContext(req), optionalIfMatch(req)))
     if (familiesRevoked > 0) s.metrics.refreshEvent('revoked', 'client_disabled', familiesRevoked)
     const c = await clientOr404(s, req.params.id)
@@ -368,6 +393,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 200: Changed, ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
+    await refuseAdminTarget(s, req, req.params.id)
     const { client } = done(await enableClient(s.db, req.params.id, adminContext(req), optionalIfMatch(req)))
     return withEtag(reply, client).send({ ...adminClientJson(client), propagation: await propagated(s) })
   })
@@ -384,6 +410,7 @@ export function adminClientsRoute(app: FastifyInstance, s: Services): void {
       response: { 204: Type.Null({ description: 'Deleted; every live instance has applied it (or PROPAGATION_WAIT_SECONDS passed).' }), ...errorResponses(400, 401, 403, 404, 412, 428, 503) },
     }),
   }, async (req, reply) => {
+    await refuseAdminTarget(s, req, req.params.id)
     const { familiesRevoked } = done(await deleteClient(s.db, req.params.id, { ctx: adminContext(req), expectedVersions: optionalIfMatch(req) }))
     if (familiesRevoked > 0) s.metrics.refreshEvent('revoked', 'admin', familiesRevoked)
     await propagated(s)

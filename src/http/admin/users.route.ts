@@ -102,7 +102,7 @@ const EndedBody = Type.Object(
   { user: UserBody, families_revoked: Type.Integer(), sso_sessions_ended: Type.Integer() },
   { additionalProperties: false },
 )
-const PasswordResult = Type.Object({ user: UserBody, families_revoked: Type.Integer() }, { additionalProperties: false })
+const PasswordResult = Type.Object({ user: UserBody, families_revoked: Type.Integer(), sso_sessions_ended: Type.Integer() }, { additionalProperties: false })
 
 const IfMatch = Type.Object({ 'if-match': Type.Optional(Type.String({ description: 'The ETag of the user as last read (`"v3"`).' })) })
 const IdempotencyKey = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ description: '1–255 printable ASCII characters: a retry with the same key and request gets the first response.' })) })
@@ -241,7 +241,8 @@ export function adminUsersRoute(app: FastifyInstance, s: Services): void {
     const passwordHash = await checkedPasswordHash(s, req.body.password, user.username)
     const r = await setPasswordAsAdmin(s.db, user.id, versions, passwordHash, req.body.revoke_sessions !== false, adminContext(req))
     if (r.familiesRevoked > 0) s.metrics.refreshEvent('revoked', 'admin', r.familiesRevoked)
-    return reply.header('cache-control', 'no-store').header('etag', etagOf(r.user.version)).send({ user: userBody(r.user), families_revoked: r.familiesRevoked })
+    void s.backchannel.notify(r.ssoSessions)
+    return reply.header('cache-control', 'no-store').header('etag', etagOf(r.user.version)).send({ user: userBody(r.user), families_revoked: r.familiesRevoked, sso_sessions_ended: r.ssoSessions.length })
   })
   methodNotAllowed(app, '/admin/users/:user/password', ['PUT'])
 
