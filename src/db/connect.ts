@@ -1,6 +1,6 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Kysely, PostgresDialect } from 'kysely'
+import { CompiledQuery, Kysely, PostgresDialect, PostgresDriver, type DatabaseConnection, type PostgresDialectConfig, type TransactionSettings } from 'kysely'
 import pg from 'pg'
 import type { Config } from '../config.js'
 import { EMBEDDED_SOCKET_PORT, embeddedSocketPath } from './embedded-socket.js'
@@ -53,13 +53,16 @@ export interface OpenOptions {
 export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: object, msg: string): void }, opts: OpenOptions = {}): Promise<DatabaseHandle> {
   if (target.kind === 'postgres') {
     const statementTimeoutMs = Math.max(15_000, target.lockTimeoutMs * 3)
+    const timeouts = { lock_timeout: target.lockTimeoutMs, statement_timeout: statementTimeoutMs, idle_in_transaction_session_timeout: 60_000 }
     const pool = new pg.Pool({
       connectionString: target.url,
       max: target.poolSize,
       connectionTimeoutMillis: target.acquireTimeoutMs,
       idleTimeoutMillis: 30_000,
-      // Bounded waits: a stuck row lock or a runaway query becomes a 503, not a hung request.
-      options: `-c lock_timeout=${target.lockTimeoutMs} -c statement_timeout=${statementTimeoutMs} -c idle_in_transaction_session_timeout=60000`,
+      // Bounded waits: a stuck row lock or a runaway query becomes a 503, not a hung request. For the
+      // session on a direct connection; behind PgBouncer in transaction mode (which must list
+      // `options` in ignore_startup_parameters) every transaction sets them again (TimeoutsDialect).
+      options: Object.entries(timeouts).map(([k, v]) => `-c ${k}=${v}`).join(' '),
       // A silent network partition (no RST) would otherwise hang a query until TCP gives up.
       query_timeout: statementTimeoutMs + 2_000,
       keepAlive: true,
@@ -73,7 +76,7 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
       client.on('error', warn('database connection lost during a request'))
       dropConnectionOnQueryTimeout(client)
     })
-    const db = asDb(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }))
+    const db = asDb(new Kysely<Database>({ dialect: new TimeoutsDialect({ pool }, timeouts) }))
     return { db, kind: 'postgres', close: () => db.destroy() }
   }
 
@@ -103,6 +106,36 @@ export async function openDatabase(target: DatabaseTarget, log?: { warn(obj: obj
   } catch (err) {
     unlock()
     throw err
+  }
+}
+
+/**
+ * PostgreSQL through pg, with the timeouts set again at the start of every transaction (`set
+ * local`, in the same round trip as `begin`): behind PgBouncer in transaction pooling mode the
+ * session settings of the startup packet do not follow the client from one server connection to
+ * the next, but a transaction always runs on one (docs/pgbouncer.md).
+ */
+class TimeoutsDialect extends PostgresDialect {
+  private readonly setLocal: string
+
+  constructor(private readonly dialectConfig: PostgresDialectConfig, timeouts: Record<string, number>) {
+    super(dialectConfig)
+    this.setLocal = Object.entries(timeouts).map(([k, v]) => `set local ${k} = ${Math.trunc(v)}`).join('; ')
+  }
+
+  override createDriver(): PostgresDriver {
+    const setLocal = this.setLocal
+    return new (class extends PostgresDriver {
+      override async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+        if (settings.isolationLevel || settings.accessMode) {
+          await super.beginTransaction(connection, settings)
+          await connection.executeQuery(CompiledQuery.raw(setLocal))
+        } else {
+          // One simple-protocol query (no parameters): several statements, one round trip.
+          await connection.executeQuery(CompiledQuery.raw(`begin; ${setLocal}`))
+        }
+      }
+    })(this.dialectConfig)
   }
 }
 
