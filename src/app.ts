@@ -212,11 +212,20 @@ export async function createApp(opts: BuildOptions): Promise<StartingTessera> {
   // One log line per request, with its outcome; never the query string, headers or body.
   // Successful hits of the public, machine-polled routes (JWKS, discovery, probes, scrapes) are
   // logged at debug: at info they would be most of the log and a sizeable share of their cost.
+  // The line is built only when its level is enabled (the quiet routes' lines are not, by default).
+  // The level is fixed for the app's life (LOG_LEVEL), so it is read once.
+  const logger = app.log as unknown as Pick<import('pino').Logger, 'isLevelEnabled'>
+  const logged = { debug: logger.isLevelEnabled('debug'), info: logger.isLevelEnabled('info') }
   app.addHook('onResponse', (req, reply, done) => {
-    const line = { method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }
-    if (reply.statusCode < 400 && QUIET_ROUTES.has(req.routeOptions.url ?? '')) req.log.debug(line, 'request')
-    else req.log.info(line, 'request')
-    services.metrics.observeRequest(req.method, req.routeOptions.url, reply.statusCode, reply.elapsedTime)
+    const route = req.routeOptions.url
+    const status = reply.statusCode
+    const elapsed = reply.elapsedTime
+    services.metrics.observeRequest(req.method, route, status, elapsed)
+    const level = status < 400 && route !== undefined && QUIET_ROUTES.has(route) ? 'debug' : 'info'
+    if (logged[level]) {
+      const q = req.url.indexOf('?')
+      req.log[level]({ method: req.method, path: q < 0 ? req.url : req.url.slice(0, q), status, ms: Math.round(elapsed) }, 'request')
+    }
     done()
   })
 

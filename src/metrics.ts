@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Registry } from 'prom-client'
 import type { OAuthErrorCode } from './errors.js'
 import { GRANT_TYPES, type GrantType } from './grants/grant-types.js'
 import { JOB_NAMES, type JobName } from './jobs.js'
@@ -43,7 +43,74 @@ function processMetrics(): Registry {
   return processRegistry
 }
 
-type Observer = { observe(value: number): void }
+/** prom-client's default buckets (seconds), kept so that dashboards and alerts stay valid. */
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const
+
+interface DurationSeries {
+  readonly labels: { method: string; route: string; status_code: string }
+  /** Observations per bucket (not cumulative); the last slot is above the largest bound. */
+  readonly counts: number[]
+  sum: number
+  count: number
+}
+
+/**
+ * `tessera_http_request_duration_seconds`, observed once per request. prom-client's Histogram
+ * validates and hashes the labels on every observation, even through a cached child; this one
+ * finds the series with one Map lookup and adds to plain numbers. It is a metric of the
+ * registry like any other (the registry calls `get()` at scrape time and formats the result), so
+ * the exposition is the one prom-client's Histogram would give.
+ */
+class RequestDurations {
+  readonly name = 'tessera_http_request_duration_seconds'
+  readonly help = 'HTTP request duration, by method, route pattern (unmatched for unknown paths) and status code'
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  /** By "method route status": bounded, since every part of the key is (METHODS, route patterns, status codes). */
+  private readonly series = new Map<string, DurationSeries>()
+
+  observe(method: string, route: string | undefined, statusCode: number, seconds: number): void {
+    const key = `${method} ${route} ${statusCode}`
+    let s = this.series.get(key)
+    if (s === undefined) {
+      s = { labels: { method: METHODS.has(method) ? method : 'OTHER', route: route ?? 'unmatched', status_code: String(statusCode) }, counts: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0, count: 0 }
+      this.series.set(key, s)
+    }
+    let i = 0
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++
+    s.counts[i]!++
+    s.sum += seconds
+    s.count++
+  }
+
+  /** The values in prom-client's histogram layout: cumulative buckets, +Inf, sum, count. */
+  get() {
+    const values: { labels: Record<string, string | number>; sharedLabels?: Record<string, string>; value: number; metricName: string }[] = []
+    // Methods outside METHODS share the OTHER labels: merged here, as prom-client would.
+    const merged = new Map<string, DurationSeries>()
+    for (const s of this.series.values()) {
+      const id = `${s.labels.method} ${s.labels.route} ${s.labels.status_code}`
+      const m = merged.get(id)
+      if (m === undefined) merged.set(id, { labels: s.labels, counts: [...s.counts], sum: s.sum, count: s.count })
+      else {
+        s.counts.forEach((c, i) => (m.counts[i]! += c))
+        m.sum += s.sum
+        m.count += s.count
+      }
+    }
+    for (const s of merged.values()) {
+      let acc = 0
+      DURATION_BUCKETS.forEach((le, i) => {
+        acc += s.counts[i]!
+        values.push({ labels: { le }, sharedLabels: s.labels, value: acc, metricName: `${this.name}_bucket` })
+      })
+      values.push({ labels: { le: '+Inf' }, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_bucket` })
+      values.push({ labels: {}, sharedLabels: s.labels, value: s.sum, metricName: `${this.name}_sum` })
+      values.push({ labels: {}, sharedLabels: s.labels, value: s.count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator }
+  }
+}
 
 /**
  * Tessera's Prometheus metrics, on a registry of their own (never the global one). Labels are
@@ -63,10 +130,7 @@ export class Metrics {
   private readonly loginThrottles: Counter<'kind'>
   private readonly passwordChecksShed: Counter
   private readonly clientRateLimits: Counter
-  private readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>
-  // The histogram's children by "method route status": one Map lookup per request instead of
-  // prom-client's label hashing. Bounded, since every part of the key is.
-  private readonly durations = new Map<string, Observer>()
+  private readonly requestDurations = new RequestDurations()
 
   constructor() {
     const registers = [this.registry]
@@ -93,12 +157,7 @@ export class Metrics {
       for (const outcome of ['ok', 'error']) counter.inc({ outcome }, 0)
       this.jobRuns.set(job, counter)
     }
-    this.requestDuration = new Histogram({
-      name: 'tessera_http_request_duration_seconds',
-      help: 'HTTP request duration, by method, route pattern (unmatched for unknown paths) and status code',
-      labelNames: ['method', 'route', 'status_code'],
-      registers,
-    })
+    this.registry.registerMetric(this.requestDurations as unknown as Parameters<Registry['registerMetric']>[0])
     // Known series start at 0, so rate() and absent() work from the first scrape.
     for (const grant of GRANTS) this.tokensIssued.inc({ grant }, 0)
     for (const event of EVENTS) this.refreshEvents.inc({ event, reason: '' }, 0)
@@ -163,13 +222,7 @@ export class Metrics {
 
   /** One request: `route` is the matched route pattern, undefined when nothing matched. */
   observeRequest(method: string, route: string | undefined, statusCode: number, elapsedMs: number): void {
-    const key = `${method} ${route} ${statusCode}`
-    let child = this.durations.get(key)
-    if (!child) {
-      child = this.requestDuration.labels({ method: METHODS.has(method) ? method : 'OTHER', route: route ?? 'unmatched', status_code: String(statusCode) })
-      this.durations.set(key, child)
-    }
-    child.observe(elapsedMs / 1000)
+    this.requestDurations.observe(method, route, statusCode, elapsedMs / 1000)
   }
 
   /** The Prometheus text exposition content type. */

@@ -15,8 +15,9 @@ export function registerCors(app: FastifyInstance, s: Services): void {
   // Callback style: most requests carry no Origin and leave at once, without a promise.
   app.addHook('onRequest', (req, reply, done) => {
     const origin = req.headers.origin
+    if (origin === undefined) return done()
     const path = req.url.split('?')[0]!
-    if (origin === undefined || !(CREDENTIALED.has(path) || isAccountPath(path))) return done()
+    if (!(CREDENTIALED.has(path) || isAccountPath(path))) return done()
     s.clients.originAllowed(origin).then((ok) => {
       // A preflight is answered here; a hook that answers must not also continue.
       if (!(ok && answered(req, reply, origin))) done()

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { GRANT_TYPES } from '../grants/grant-types.js'
+import type { JwksDocument } from '../keys/jwks.js'
 import type { Services } from '../services.js'
 import { methodNotAllowed } from './not-allowed.js'
 import { Type } from '@sinclair/typebox'
@@ -82,8 +83,15 @@ export function discoveryDocument(s: Services) {
   }
 }
 
+/** RFC 9110 §13.1.2: If-None-Match uses weak comparison; we only ever send our strong tag. */
+function ifNoneMatch(header: string, etag: string): boolean {
+  if (header === etag) return true
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')
+}
+
 /** Discovery, RFC 8414 metadata and the JWKS; public, cacheable, CORS open. */
 export function wellKnownRoute(app: FastifyInstance, s: Services): void {
+  let jwksHeaders: { doc: JwksDocument | undefined; maxAge: number; headers: Record<string, string> } = { doc: undefined, maxAge: -1, headers: {} }
   const discovery = async (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=300').send(discoveryDocument(s))
   const discoverySchema = (summary: string) => ({ summary, tags: ['oidc'], response: { 200: DiscoveryDocument, ...errorResponses(503) } })
@@ -104,18 +112,30 @@ export function wellKnownRoute(app: FastifyInstance, s: Services): void {
         ...errorResponses(503),
       },
     },
-  }, async (req, reply) => {
-    const { body, etag } = s.keyring.jwksDocument()
-    reply
-      .header('access-control-allow-origin', '*')
-      .header('access-control-expose-headers', 'ETag')
-      .header('cache-control', `public, max-age=${s.keyring.jwksMaxAge()}`)
-      .header('etag', etag)
-      .header('content-type', 'application/jwk-set+json; charset=utf-8')
-    // RFC 9110 §13.1.2: If-None-Match uses weak comparison; we only ever send our strong tag.
+  }, (req, reply) => {
+    // The hottest public route: the body and its ETag are serialised once per key-set change
+    // (Keyring), the headers once per document and max-age, and the common revalidation (the
+    // very tag we sent) is one string comparison.
+    const doc = s.keyring.jwksDocument()
+    const maxAge = s.keyring.jwksMaxAge()
+    if (jwksHeaders.doc !== doc || jwksHeaders.maxAge !== maxAge) {
+      jwksHeaders = {
+        doc,
+        maxAge,
+        headers: {
+          'access-control-allow-origin': '*',
+          'access-control-expose-headers': 'ETag',
+          'cache-control': `public, max-age=${maxAge}`,
+          etag: doc.etag,
+          'content-type': 'application/jwk-set+json; charset=utf-8',
+        },
+      }
+    }
+    reply.headers(jwksHeaders.headers)
     const inm = req.headers['if-none-match']
-    if (inm && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')) return reply.code(304).send()
-    return reply.send(body)
+    // A synchronous handler that sends, and returns nothing: no promise per request.
+    if (inm !== undefined && ifNoneMatch(inm, doc.etag)) reply.code(304).send()
+    else reply.send(doc.body)
   })
   // A browser that revalidates by hand (If-None-Match) sends a preflight first.
   app.options('/.well-known/jwks.json', {

@@ -56,10 +56,12 @@ interface RotateRow {
   username: string | null
   roles: string[] | null
   successor: number | null
+  sso_session_id: string | null
 }
 
 /**
  * Rotates `presented` with one statement: `tessera_rotate_refresh_token` (migration 0007)
+ * (with the family's SSO session joined in)
  * locks the token and its family, decides, and writes, in one transaction and one round trip.
  * Every decision about one family is serialised by its row lock, across all instances; times
  * are the database's. A used token is a retry (the same successor again) when it is the
@@ -68,16 +70,20 @@ interface RotateRow {
  */
 export async function rotate(db: Executor, presented: string, request: RotateRequest, lifetimes: Lifetimes, ctx: RequestContext): Promise<RotateOutcome> {
   if (!looksLikeRefreshToken(presented)) return { kind: 'not_found' }
-  const { rows } = await sql<RotateRow>`select * from tessera_rotate_refresh_token(
+  // The family's SSO session (a refreshed ID token keeps its `sid`, OIDC Core §12.2) is read in
+  // the same statement: a primary-key lookup of the row the function just locked, not a second
+  // round trip. It is set when the family starts and only ever cleared (the session deleted).
+  const { rows } = await sql<RotateRow>`select r.*, f.sso_session_id from tessera_rotate_refresh_token(
     ${hashRefreshToken(presented)}, ${request.clientId}, ${request.successors.map(hashRefreshToken)}::bytea[],
     ${request.scope ?? null}::text[], ${request.graceSeconds}::integer, ${lifetimes.idleSeconds}::integer,
-    ${trim(ctx.ip, 64)}, ${trim(ctx.userAgent, 512)})`.execute(db)
+    ${trim(ctx.ip, 64)}, ${trim(ctx.userAgent, 512)}) as r
+    left join refresh_token_family as f on f.id = r.family_id and r.outcome in ('rotated', 'retried')`.execute(db)
   const row = rows[0]
   if (!row) throw new Error('tessera_rotate_refresh_token returned no row')
   switch (row.outcome) {
     case 'rotated':
     case 'retried': {
-      const family: Family = { id: row.family_id!, clientId: request.clientId, userId: row.user_id!, scope: row.scope!, authTime: row.auth_time!, expiresAt: row.expires_at! }
+      const family: Family = { id: row.family_id!, clientId: request.clientId, userId: row.user_id!, scope: row.scope!, authTime: row.auth_time!, expiresAt: row.expires_at!, ssoSessionId: row.sso_session_id }
       const refreshToken = request.successors[row.successor! - 1]
       if (refreshToken === undefined) throw new Error('tessera_rotate_refresh_token named an unknown successor')
       return { kind: row.outcome, family, user: { username: row.username!, roles: row.roles ?? [] }, refreshToken }

@@ -1,6 +1,6 @@
 import type { RequestContext } from '../audit/context.js'
 import type { Db } from '../db/schema.js'
-import { createFamily, familySsoSession, rotate } from './refresh-tokens.store.js'
+import { createFamily, rotate } from './refresh-tokens.store.js'
 import type { SuccessorDeriver } from './successor.js'
 
 /** What a live family lets the holder of its newest token do. */
@@ -52,13 +52,7 @@ export interface RefreshSettings {
 export function refreshTokens(db: Db, successors: SuccessorDeriver, settings: RefreshSettings): RefreshTokens {
   return {
     startFamily: (input, ctx) => createFamily(db, input, settings.lifetimes, ctx),
-    rotate: async (presented, request, ctx) => {
-      const outcome = await rotate(db, presented, { ...request, successors: successors.successors(presented), graceSeconds: settings.graceSeconds }, settings.lifetimes, ctx)
-      // OIDC Core §12.2: a refreshed ID token keeps its session's sid (one more read, openid families only).
-      if ((outcome.kind === 'rotated' || outcome.kind === 'retried') && outcome.family.scope.split(' ').includes('openid')) {
-        outcome.family.ssoSessionId = await familySsoSession(db, outcome.family.id)
-      }
-      return outcome
-    },
+    // OIDC Core §12.2: a refreshed ID token keeps its session's sid, read by the same statement.
+    rotate: (presented, request, ctx) => rotate(db, presented, { ...request, successors: successors.successors(presented), graceSeconds: settings.graceSeconds }, settings.lifetimes, ctx),
   }
 }
