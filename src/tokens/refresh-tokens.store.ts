@@ -73,11 +73,14 @@ export async function rotate(db: Executor, presented: string, request: RotateReq
   // The family's SSO session (a refreshed ID token keeps its `sid`, OIDC Core §12.2) is read in
   // the same statement: a primary-key lookup of the row the function just locked, not a second
   // round trip. It is set when the family starts and only ever cleared (the session deleted).
-  const { rows } = await sql<RotateRow>`select r.*, f.sso_session_id from tessera_rotate_refresh_token(
+  // A scalar subquery, not a join: the planner takes a set-returning function for 1,000 rows and
+  // could hash-join them against a scan of every family.
+  const { rows } = await sql<RotateRow>`select r.*,
+      case when r.outcome in ('rotated', 'retried') then (select f.sso_session_id from refresh_token_family as f where f.id = r.family_id) end as sso_session_id
+    from tessera_rotate_refresh_token(
     ${hashRefreshToken(presented)}, ${request.clientId}, ${request.successors.map(hashRefreshToken)}::bytea[],
     ${request.scope ?? null}::text[], ${request.graceSeconds}::integer, ${lifetimes.idleSeconds}::integer,
-    ${trim(ctx.ip, 64)}, ${trim(ctx.userAgent, 512)}) as r
-    left join refresh_token_family as f on f.id = r.family_id and r.outcome in ('rotated', 'retried')`.execute(db)
+    ${trim(ctx.ip, 64)}, ${trim(ctx.userAgent, 512)}) as r`.execute(db)
   const row = rows[0]
   if (!row) throw new Error('tessera_rotate_refresh_token returned no row')
   switch (row.outcome) {

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
-import { hash, parseOptions, verify } from '@node-rs/argon2'
+import { parseOptions } from '@node-rs/argon2'
+import { hashOnPool, verifyOnPool } from './hash-pool.js'
 import { OAuthError } from '../errors.js'
 
 export interface Argon2Params {
@@ -33,7 +34,7 @@ export interface Reservation {
 
 /** How much argon2id work runs at once, and how much may wait for it. */
 export interface HashingLimits {
-  /** Hashes at once; 0 = CPU cores − 1 (at least 1). */
+  /** Hashes at once; 0 = one per CPU core (they run at a lower priority: hash-pool.ts). */
   readonly concurrency: number
   /** Checks waiting beyond those; one more is refused at once (503). */
   readonly queue: number
@@ -48,10 +49,11 @@ export function busyError(): OAuthError {
 export const SHED_DETAIL = 'password hashing queue full'
 
 /**
- * Hashing and verification with argon2id, on libuv's thread pool (never on the event loop).
- * By default one core is left to everything else (token signing, JWKS, refresh: WebCrypto runs on
- * the same pool), and at most `queue` checks wait: the next one is refused at once (`busyError`,
- * 503) rather than answered after an ever longer wait.
+ * Hashing and verification with argon2id, on worker threads of lower priority (never on the event
+ * loop; hash-pool.ts): by default one hash per core, so logins use every idle core, while the
+ * scheduler still favours the event loop that signs tokens and serves the JWKS. At most `queue`
+ * checks wait: the next one is refused at once (`busyError`, 503) rather than answered after an
+ * ever longer wait.
  */
 export class PasswordHasher {
   private readonly options
@@ -66,7 +68,7 @@ export class PasswordHasher {
   verifications = 0
 
   constructor(readonly params: Argon2Params, limits: HashingLimits = { concurrency: 0, queue: Number.POSITIVE_INFINITY }) {
-    this.limit = limits.concurrency > 0 ? limits.concurrency : Math.max(1, availableParallelism() - 1)
+    this.limit = limits.concurrency > 0 ? limits.concurrency : Math.max(1, availableParallelism())
     this.queue = limits.queue
     this.options = {
       algorithm: 2 /* Argon2id */,
@@ -78,7 +80,7 @@ export class PasswordHasher {
 
   /** A PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash` with a fresh 16-byte salt. */
   hash(password: string): Promise<string> {
-    return this.limited(() => hash(password, this.options))
+    return this.limited(() => hashOnPool(password, this.options))
   }
 
   /** Verifies; a malformed stored hash is a mismatch, not an exception. Throws `busyError` when the queue is full. */
@@ -86,7 +88,7 @@ export class PasswordHasher {
     return this.limited(async () => {
       this.verifications++
       try {
-        return await verify(stored, password)
+        return await verifyOnPool(stored, password)
       } catch {
         return false
       }
@@ -147,7 +149,7 @@ export class PasswordHasher {
    */
   async verifyDecoy(password: string): Promise<false> {
     // Made outside the queue, so that a full queue cannot leave a failed decoy behind.
-    this.decoy ??= hash('decoy password that never matches', this.options)
+    this.decoy ??= hashOnPool('decoy password that never matches', this.options)
     await this.verify(await this.decoy, password)
     return false
   }

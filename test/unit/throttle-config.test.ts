@@ -17,7 +17,7 @@ const problems = (env: Record<string, string>): string[] => {
   }
 }
 
-t.test('(#12) throttle defaults: 10 / 5 / 100 free failures, 1 s doubling to 900 s, 12 h memory, hashing on cores − 1 with 64 waiting, 1,000 /token requests per second per client', async (t) => {
+t.test('(#12) throttle defaults: 10 / 5 / 100 free failures, 1 s doubling to 900 s, 12 h memory, hashing on every core (at a lower priority) with 64 waiting, 1,000 /token requests per second per client', async (t) => {
   const c = loadConfig({})
   t.same(c.loginThrottle, { accountFreeFailures: 10, addressAccountFreeFailures: 5, addressFreeFailures: 100, backoffBaseSeconds: 1, backoffMaxSeconds: 900, memorySeconds: 43_200 })
   t.same(c.passwordHashing, { concurrency: 0, queue: 64 })
