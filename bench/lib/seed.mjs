@@ -44,10 +44,12 @@ export async function tesseraCli(root, env, args, input) {
  *  - a confidential first-party client `bench-app` (password, refresh_token; scopes openid, read);
  *  - `refreshCount` refresh tokens of bench-app, each the only token of its own family
  *    (scope "openid read", family expiry now + 30 d, token expiry now + 14 d), returned in memory;
+ *  - `ceilingRefreshCount` more such tokens, returned apart: the pool of the fair refresh ceiling
+ *    (bench/lib/bare-refresh-server.mjs), so neither server ever gets a token the other spent;
  *  - `chainStarts` more such tokens whose hashes go to table bench_chain_start, for the rotation
  *    ceiling (pgbench follows a chain from each start).
  */
-export async function seedTessera({ root, env, dbUrl, userCount = 1000, refreshCount, chainStarts = 0, log }) {
+export async function seedTessera({ root, env, dbUrl, userCount = 1000, refreshCount, ceilingRefreshCount = 0, chainStarts = 0, log }) {
   const password = `bench-${randomBytes(12).toString('base64url')}`
   const user = await tesseraCli(root, env, ['users', 'create', '--username', 'bench-user', '--password-stdin'], password)
   const service = await tesseraCli(root, env, ['clients', 'create', '--name', 'bench-service', '--grant-types', 'client_credentials', '--scopes', 'read,write'])
@@ -100,6 +102,7 @@ export async function seedTessera({ root, env, dbUrl, userCount = 1000, refreshC
     }
 
     const pool = await insertFamilies(refreshCount)
+    const ceilingPool = ceilingRefreshCount > 0 ? await insertFamilies(ceilingRefreshCount) : { tokens: [] }
     if (chainStarts > 0) {
       const chain = await insertFamilies(chainStarts)
       await c.query('CREATE TABLE bench_chain_start (n bigint PRIMARY KEY, token_hash bytea NOT NULL)')
@@ -107,12 +110,13 @@ export async function seedTessera({ root, env, dbUrl, userCount = 1000, refreshC
       await c.query('INSERT INTO bench_chain_start (n, token_hash) SELECT row_number() OVER (), decode(h, \'hex\') FROM unnest($1::text[]) AS t(h)', [chain.hashes.map((h) => h.toString('hex'))])
     }
     await c.query('VACUUM ANALYZE')
-    log?.(`seeded ${userIds.length} users, ${refreshCount + chainStarts} refresh families/tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+    log?.(`seeded ${userIds.length} users, ${refreshCount + ceilingRefreshCount + chainStarts} refresh families/tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`)
     return {
       user: { id: user.id, username: user.username, password },
       service: { id: service.client_id, secret: service.client_secret },
       app: { id: app.client_id, secret: app.client_secret },
       refreshTokens: pool.tokens,
+      ceilingRefreshTokens: ceilingPool.tokens,
       userCount: userIds.length,
     }
   } finally {
