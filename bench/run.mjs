@@ -4,35 +4,50 @@
 // Starts a throwaway PostgreSQL cluster (scripts/pg-cluster.mjs, like the tests do), migrates
 // and seeds a database, runs Tessera (`node bin/tessera.js serve`, production mode, as users run
 // it) as a child process, and drives it over loopback from THIS process with autocannon. Beside
-// it, each in its own process on the same cores: the ceilings (a bare Fastify route, a bare
-// JWT-signing route, the raw argon2id rate, the raw rotation transaction rate of the same
-// PostgreSQL) and the peer, node-oidc-provider with its memory and PostgreSQL adapters
-// (bench/peers/, optional).
+// it, each in its own process on the same cores: the ceilings (bench/lib/bare-server.mjs: a bare
+// Fastify GET and a bare route signing one ES256 JWT; bench/lib/bare-refresh-server.mjs: the fair
+// refresh ceiling, a bare Fastify route doing a refresh's essential work — the form, one call of
+// the rotation statement through pg on Tessera's database, one ES256 signature; the raw argon2id
+// rate) and the peer, node-oidc-provider with its memory and PostgreSQL adapters (bench/peers/,
+// optional). The raw rate of the rotation statement alone (pgbench) is shown for information.
+// scale_out then runs the refresh load over 1, 2 and 3 fresh Tessera instances on one PostgreSQL.
 //
 // Only one subject is under load at any time (the others sit idle), and the repetitions are
 // interleaved — Tessera, ceiling, peer, Tessera, ceiling, peer… — so a noisy neighbour on a
 // shared machine slows every subject of a scenario alike instead of skewing one ratio. Each
 // subject also reports its CPU time per request, which noise disturbs far less than req/s.
 //
-// Prints a table per scenario and the targets (PASS/MISS, never asserted), and writes everything
-// as JSON to bench/results/ (latest.json and a timestamped copy; --smoke writes smoke-latest.json).
+// Prints a table per scenario and the targets of issue 15 (PASS/MISS/n/a, never asserted: JWKS 200
+// and 304 against the bare GET, client_credentials against the signing route and the peer, refresh
+// against the fair ceiling and the peer on PostgreSQL and its p99, /login against raw argon2id,
+// client_credentials p99 during a /login burst against idle, Tessera's peak RSS over the whole
+// run, scale_out instances included), and writes everything as JSON to bench/results/ (latest.json
+// and a timestamped copy; --smoke writes smoke-latest.json; scale_out in `scaleOut`).
 //
 // Options:
-//   --smoke             every scenario for ~1.5 s (login 4 s), once, small pools (CI proves the harness works)
+//   --smoke             every scenario for ~1.5 s (login 4 s), once, small pools (CI proves the harness works;
+//                       on a shared machine: --smoke --skip-peers --only a,b)
 //   --duration S        seconds per recorded run (default 10; smoke 1.5)
 //   --connections N     concurrent connections (default 50)
 //   --repeat N          recorded runs per scenario; the median is reported (default 3; smoke 1)
 //   --warmup S          unrecorded warm-up per subject and scenario (default 1; smoke 0.5)
-//   --only a,b          scenarios: client_credentials, login, refresh, jwks, jwks_304, userinfo,
-//                       jwks_during_login, login_flood (300 connections: the argon2id queue
+//   --only a,b          scenarios: client_credentials, login, refresh (with the fair refresh
+//                       ceiling and the rotation statement alone), jwks, jwks_304, userinfo,
+//                       jwks_during_login (JWKS and client_credentials probes idle, then during
+//                       a /login burst), login_flood (300 connections: the argon2id queue
 //                       overflows, 503s; JWKS and client_credentials p99 beside it),
 //                       login_enumeration (200 sequential attempts per failure kind: the
 //                       response-time medians of unknown user, wrong password, empty password
-//                       and disabled user, with their spread; target < 5 %)
+//                       and disabled user, with their spread; target < 5 %),
+//                       scale_out (1, 2, then 3 fresh Tessera instances on the same database,
+//                       the refresh load split over them: total req/s, worst p99, PostgreSQL and
+//                       Tessera CPU ms per refresh, refreshes/s per PostgreSQL core; runs last)
 //                       (ceilings and peers follow the chosen scenarios)
 //   --skip-peers        do not run node-oidc-provider
-//   --refresh-pool N    refresh tokens to seed (default: 2,000/s × every refresh run × 1.5); a run
-//                       that exhausts its pool stops early and says so
+//   --refresh-pool N    refresh tokens to seed per refresh subject: Tessera, the fair ceiling, each
+//                       peer (default: 4,000/s × (warm-up + every run) × 1.5); scale_out gets 3 × N
+//                       more of Tessera's (one share per step); a run that exhausts its pool
+//                       stops early and says so
 //   --keep-logs         keep the work folder (server logs) afterwards
 //   --profile           run Tessera under `node --cpu-prof`; profiles go to bench/results/profiles/
 //                       (open them in Chrome DevTools, or `node bench/lib/profile-top.mjs FILE`)
@@ -749,11 +764,15 @@ async function main() {
     'Tessera: production mode, LOG_LEVEL=info (the production default) with request lines written to a file; DATABASE_POOL_SIZE=10 (default)',
     'req/s counts every response; the non-2xx column counts the others (non-304 for jwks_304); p50/p99 are medians over the runs; peak RSS is the server process over its recorded runs (MB = 10^6 bytes)',
     'CPU ms/req: CPU time of the server process (all threads) per request sent; PG ms/req: CPU time of the whole PostgreSQL cluster per request (per transaction for the rotation ceiling)',
-    'fair refresh ceiling (the target): bench/lib/bare-refresh-server.mjs, a bare Fastify route in its own process on Tessera\'s database: the form parsed like Tessera does, the client id from the Basic header (secret not checked), the token hashed (SHA-256) and its successor derived (HMAC-SHA-256) like Tessera, one call of tessera_rotate_refresh_token through a pg.Pool of 10 with the parameters rotate() passes, one ES256 access token signed with jose; its own pool of seeded tokens',
-    'rotation statement alone (information, not a target): the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), through pgbench, each client following its own chain of successors; the targets table shows the better of 8 and 50 clients',
     'peak RSS target: the main Tessera instance over its whole life (kernel high-water mark, so every scenario and the gaps between runs count) and every scale_out instance over its own',
     '/login ceiling: @node-rs/argon2 verify() of the same parameters in a child process with the same thread pool (4), 8 operations in flight',
   )
+  if (results.scenarios.refresh) {
+    results.notes.push(
+      'fair refresh ceiling (the target): bench/lib/bare-refresh-server.mjs, a bare Fastify route in its own process on Tessera\'s database: the form parsed like Tessera does, the client id from the Basic header (secret not checked), the token hashed (SHA-256) and its successor derived (HMAC-SHA-256) like Tessera, one call of tessera_rotate_refresh_token through a pg.Pool of 10 with the parameters rotate() passes, one ES256 access token signed with jose; its own pool of seeded tokens. The seeded families have scope "openid read", so Tessera\'s answer also holds an ID token (a second ES256 signature), which the ceiling does not sign (the issue\'s "one ES256 signature")',
+      'rotation statement alone (information, not a target): the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), through pgbench, each client following its own chain of successors; the targets table shows the better of 8 and 50 clients',
+    )
+  }
   if (results.scaleOut) {
     results.notes.push(
       `scale_out: fresh instances per step with the main instance\'s environment (DATABASE_POOL_SIZE=10 each) on their own ports, the main instance idle meanwhile; one autocannon run per instance in this process, in parallel: the load generator shares the ${results.machine.cpus} CPUs with every instance and PostgreSQL, so beyond ${results.machine.cpus - 1} instance(s) they contend and req/s flattens; PostgreSQL CPU ms per refresh is the figure that carries to a bigger machine (refreshes/s per PostgreSQL core = 1000 ÷ it)`,

@@ -108,7 +108,7 @@ export function evaluateTargets(results) {
     const p99 = rf?.latency?.p99 ?? null
     const conns = results.options?.connections ?? null
     const atTarget = conns === TARGET_CONNECTIONS
-    add(`refresh p99 < 50 ms at ${TARGET_CONNECTIONS} connections`, p99, p99 === null || !atTarget ? null : p99 < 50, `${fmtMs(p99)} ms${p99 !== null && !atTarget ? ` at ${conns} connections` : ''}`)
+    add(`refresh p99 < 50 ms at ${TARGET_CONNECTIONS} connections`, p99, p99 === null || !atTarget ? null : p99 < 50, p99 === null ? '—' : `${fmtMs(p99)} ms${atTarget ? '' : ` at ${conns} connections`}`)
   }
   const rot = sc.refresh?.subjects.find((s) => s.best && !s.skipped)
   if (rf && rot) {
