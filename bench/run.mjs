@@ -45,9 +45,9 @@
 //                       (ceilings and peers follow the chosen scenarios)
 //   --skip-peers        do not run node-oidc-provider
 //   --refresh-pool N    refresh tokens to seed per refresh subject: Tessera, the fair ceiling, each
-//                       peer (default: 4,000/s × (warm-up + every run) × 1.5); scale_out gets 3 × N
-//                       more of Tessera's (one share per step); a run that exhausts its pool
-//                       stops early and says so
+//                       peer (default: 4,000/s × (warm-up + every run) × 1.5); scale_out seeds
+//                       as many again per step (its warm-up is at least 3 s: fresh processes),
+//                       just before it runs; a run that exhausts its pool stops early and says so
 //   --keep-logs         keep the work folder (server logs) afterwards
 //   --profile           run Tessera under `node --cpu-prof`; profiles go to bench/results/profiles/
 //                       (open them in Chrome DevTools, or `node bench/lib/profile-top.mjs FILE`)
@@ -66,7 +66,7 @@ import { bodyPool, runLoad, summarise } from './lib/load.mjs'
 import { clusterCpuMs, killAllChildren, machineCpuMs, processCpuMs, RssMonitor, runCommand, selfAndChildrenCpuMs, startProcess, tailLog, waitIdle } from './lib/proc.mjs'
 import { computeRatios, evaluateTargets, NAMES, scaleOutTable, scenarioTables, targetsText } from './lib/report.mjs'
 import { chainStartsNeeded, rotationRun } from './lib/rotation-ceiling.mjs'
-import { createDatabase, seedTessera, tesseraCli } from './lib/seed.mjs'
+import { addRefreshFamilies, createDatabase, seedTessera, tesseraCli } from './lib/seed.mjs'
 import { fmtMs, fmtNum, log, median } from './lib/util.mjs'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -141,7 +141,10 @@ const loginDuration = Math.max(opts.duration, smoke ? 4 : 0)
 // One pool per refresh subject (Tessera, the fair ceiling, each peer), and one for all the steps
 // of scale_out together (each step: a warm-up and `repeat` runs, like one subject).
 const refreshPoolSize = Math.round(num(argv['refresh-pool'], Math.ceil(POOL_RPS * (opts.duration * opts.repeat + opts.warmup) * POOL_MARGIN) + 100, 'refresh-pool'))
-const scaleOutPoolSize = want('scale_out') ? refreshPoolSize * SCALE_OUT_STEPS.length : 0
+// scale_out's instances are fresh processes each step: a longer warm-up gets their JIT going.
+const scaleOutWarmup = opts.warmup > 0 ? Math.max(opts.warmup, smoke ? 0.5 : 3) : 0
+const scaleOutStepPool = argv['refresh-pool'] ? refreshPoolSize : Math.ceil(POOL_RPS * (opts.duration * opts.repeat + scaleOutWarmup) * POOL_MARGIN) + 100
+const scaleOutPoolSize = want('scale_out') ? scaleOutStepPool * SCALE_OUT_STEPS.length : 0
 
 // ---------------------------------------------------------------------------
 // Cleanup: every child, the cluster and the work folder, whatever happens
@@ -371,7 +374,7 @@ const results = {
   schema: 'tessera-bench/1',
   date: new Date().toISOString(),
   mode: opts.mode,
-  options: { ...opts, loginDuration, refreshPoolSize, scaleOutPoolSize },
+  options: { ...opts, loginDuration, refreshPoolSize, scaleOutPoolSize, scaleOutWarmup },
   machine: {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? null,
@@ -466,8 +469,9 @@ async function main() {
     env: tEnv,
     dbUrl,
     userCount: smoke ? 100 : 1000,
-    // Tessera's pool: the refresh scenario's share first, then scale_out's.
-    refreshCount: (needRefresh ? refreshPoolSize : 10) + scaleOutPoolSize,
+    // scale_out seeds its own pool when its turn comes (it runs last), so the refresh scenario
+    // runs on the tables it always had (plus the fair ceiling's pool).
+    refreshCount: needRefresh ? refreshPoolSize : 10,
     ceilingRefreshCount: needRefresh ? refreshPoolSize : 0,
     chainStarts: needRefresh ? chainStartsNeeded(ROTATION_CLIENTS, opts.repeat) : 0,
     log,
@@ -475,8 +479,7 @@ async function main() {
   results.setup.seed = { users: seed.userCount, clients: 2, refreshTokens: seed.refreshTokens.length, ceilingRefreshTokens: seed.ceilingRefreshTokens.length, scaleOutRefreshTokens: scaleOutPoolSize }
   const refreshBody = (t) => `grant_type=refresh_token&refresh_token=${t}`
   const EXHAUSTED_BODY = 'grant_type=refresh_token&refresh_token=tsr_pool_exhausted'
-  const scaleOutTokens = seed.refreshTokens.slice(seed.refreshTokens.length - scaleOutPoolSize)
-  const tesseraRefreshTokens = seed.refreshTokens.slice(0, seed.refreshTokens.length - scaleOutPoolSize)
+  const tesseraRefreshTokens = seed.refreshTokens
   if (want('login_enumeration')) {
     await tesseraCli(ROOT, tEnv, ['users', 'create', '--username', 'bench-disabled', '--password-stdin'], seed.user.password)
     await tesseraCli(ROOT, tEnv, ['users', 'disable', '--username', 'bench-disabled'])
@@ -724,7 +727,11 @@ async function main() {
     log(`  medians ${kinds.map(([name], k) => `${name} ${medians[k].toFixed(2)} ms`).join(', ')}; spread ${(spread * 100).toFixed(1)} %; ${allBodies.size} distinct body`)
   }
 
-  if (want('scale_out')) await scaleOut({ tEnv, seed, tessera, pool: bodyPool(scaleOutTokens, EXHAUSTED_BODY, refreshBody) })
+  if (want('scale_out')) {
+    const tokens = await addRefreshFamilies({ dbUrl, clientId: seed.app.id, userIds: seed.userIds, count: scaleOutPoolSize, log })
+    await waitIdle(pgCpuMs, { maxMs: 30_000, quietMs: 15 })
+    await scaleOut({ tEnv, seed, tessera, pool: bodyPool(tokens, EXHAUSTED_BODY, refreshBody) })
+  }
 
   // ----- Stop everything -----
   // VmHWM-based: the main instance's peak over its whole life (every scenario, warm-ups and the
@@ -814,7 +821,7 @@ async function main() {
 async function scaleOut({ tEnv, seed, tessera, pool }) {
   const headers = { authorization: basic(seed.app.id, seed.app.secret), 'content-type': FORM }
   const steps = []
-  log(`scale_out: ${SCALE_OUT_STEPS.join(', ')} instances, ${opts.connections} connections split over them, warm-up ${opts.warmup} s, ${opts.repeat} × ${opts.duration} s`)
+  log(`scale_out: ${SCALE_OUT_STEPS.join(', ')} instances, ${opts.connections} connections split over them, warm-up ${scaleOutWarmup} s, ${opts.repeat} × ${opts.duration} s`)
   await waitIdle(() => processCpuMs(tessera.pid))
   for (const n of SCALE_OUT_STEPS) {
     const inst = []
@@ -855,7 +862,7 @@ async function scaleOut({ tEnv, seed, tessera, pool }) {
         await waitIdle(cpu)
         await waitIdle(pgCpuMs, { maxMs: 5000, quietMs: 15 })
       }
-      if (opts.warmup > 0) await Promise.all(inst.map((i) => runLoad(spec(i, opts.warmup))))
+      if (scaleOutWarmup > 0) await Promise.all(inst.map((i) => runLoad(spec(i, scaleOutWarmup))))
       await settle()
       const runs = []
       for (let r = 0; r < opts.repeat; r++) {
@@ -932,7 +939,7 @@ async function scaleOut({ tEnv, seed, tessera, pool }) {
   log(`  scale_out pool: ${pool.used()} of ${pool.used() + pool.remaining()} tokens used`)
   results.scaleOut = {
     title: 'refresh over 1, 2 and 3 Tessera instances behind one PostgreSQL',
-    description: `${opts.connections} connections split over the instances (one autocannon run per instance, in parallel, one shared token pool), warm-up ${opts.warmup} s, ${opts.duration} s × ${opts.repeat}, median; p50/p99: the worst instance's; CPU per refresh: summed over the instances (Tessera) and over the whole cluster (PostgreSQL)`,
+    description: `${opts.connections} connections split over the instances (one autocannon run per instance, in parallel, one shared token pool), fresh instances each step, warm-up ${scaleOutWarmup} s, ${opts.duration} s × ${opts.repeat}, median; p50/p99: the worst instance's; CPU per refresh: summed over the instances (Tessera) and over the whole cluster (PostgreSQL)`,
     machine: `${results.machine.cpus} CPUs shared by the instances, PostgreSQL and the load generator (the harness process)`,
     steps,
   }
