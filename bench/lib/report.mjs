@@ -86,9 +86,11 @@ export function evaluateTargets(results) {
   const add = (name, value, ok, shown) => t.push({ target: name, value, shown, status: ok === null ? 'n/a' : ok ? 'PASS' : 'MISS' })
   const info = (name, value, shown) => t.push({ target: name, value, shown, status: 'info' })
   const atLeast = (r, min) => (r === null ? null : r >= min)
+  // One decimal, so a value just under its threshold never shows as the threshold itself.
+  const pct1 = (r) => (r === null || !Number.isFinite(r) ? '—' : `${(r * 100).toFixed(1)} %`)
   const pct = (name, a, b, min) => {
     const r = ratio(rate(a), rate(b))
-    add(name, r, atLeast(r, min), fmtPct(r))
+    add(name, r, atLeast(r, min), pct1(r))
   }
   const times = (name, a, b, min) => {
     const r = ratio(rate(a), rate(b))
