@@ -86,15 +86,18 @@ export function evaluateTargets(results) {
   const add = (name, value, ok, shown) => t.push({ target: name, value, shown, status: ok === null ? 'n/a' : ok ? 'PASS' : 'MISS' })
   const info = (name, value, shown) => t.push({ target: name, value, shown, status: 'info' })
   const atLeast = (r, min) => (r === null ? null : r >= min)
-  // One decimal, so a value just under its threshold never shows as the threshold itself.
-  const pct1 = (r) => (r === null || !Number.isFinite(r) ? '—' : `${(r * 100).toFixed(1)} %`)
+  // Enough digits that a value just under its threshold never shows as the threshold itself.
+  const digits = (v, min, d) => {
+    while (d < 4 && v < min && Number(v.toFixed(d)) >= min) d++
+    return v.toFixed(d)
+  }
   const pct = (name, a, b, min) => {
     const r = ratio(rate(a), rate(b))
-    add(name, r, atLeast(r, min), pct1(r))
+    add(name, r, atLeast(r, min), r === null || !Number.isFinite(r) ? '—' : `${digits(r * 100, min * 100, 1)} %`)
   }
   const times = (name, a, b, min) => {
     const r = ratio(rate(a), rate(b))
-    add(name, r, atLeast(r, min), fmtRatio(r))
+    add(name, r, atLeast(r, min), r === null || !Number.isFinite(r) ? '—' : `${digits(r, min, 2)}×`)
   }
 
   pct('JWKS (200) ≥ 85 % of a bare Fastify GET', tess('jwks'), subj('jwks', NAMES.bareGet), 0.85)
