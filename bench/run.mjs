@@ -4,35 +4,50 @@
 // Starts a throwaway PostgreSQL cluster (scripts/pg-cluster.mjs, like the tests do), migrates
 // and seeds a database, runs Tessera (`node bin/tessera.js serve`, production mode, as users run
 // it) as a child process, and drives it over loopback from THIS process with autocannon. Beside
-// it, each in its own process on the same cores: the ceilings (a bare Fastify route, a bare
-// JWT-signing route, the raw argon2id rate, the raw rotation transaction rate of the same
-// PostgreSQL) and the peer, node-oidc-provider with its memory and PostgreSQL adapters
-// (bench/peers/, optional).
+// it, each in its own process on the same cores: the ceilings (bench/lib/bare-server.mjs: a bare
+// Fastify GET and a bare route signing one ES256 JWT; bench/lib/bare-refresh-server.mjs: the fair
+// refresh ceiling, a bare Fastify route doing a refresh's essential work — the form, one call of
+// the rotation statement through pg on Tessera's database, one ES256 signature; the raw argon2id
+// rate) and the peer, node-oidc-provider with its memory and PostgreSQL adapters (bench/peers/,
+// optional). The raw rate of the rotation statement alone (pgbench) is shown for information.
+// scale_out then runs the refresh load over 1, 2 and 3 fresh Tessera instances on one PostgreSQL.
 //
 // Only one subject is under load at any time (the others sit idle), and the repetitions are
 // interleaved — Tessera, ceiling, peer, Tessera, ceiling, peer… — so a noisy neighbour on a
 // shared machine slows every subject of a scenario alike instead of skewing one ratio. Each
 // subject also reports its CPU time per request, which noise disturbs far less than req/s.
 //
-// Prints a table per scenario and the targets (PASS/MISS, never asserted), and writes everything
-// as JSON to bench/results/ (latest.json and a timestamped copy; --smoke writes smoke-latest.json).
+// Prints a table per scenario and the targets of issue 15 (PASS/MISS/n/a, never asserted: JWKS 200
+// and 304 against the bare GET, client_credentials against the signing route and the peer, refresh
+// against the fair ceiling and the peer on PostgreSQL and its p99, /login against raw argon2id,
+// client_credentials p99 during a /login burst against idle, Tessera's peak RSS over the whole
+// run, scale_out instances included), and writes everything as JSON to bench/results/ (latest.json
+// and a timestamped copy; --smoke writes smoke-latest.json; scale_out in `scaleOut`).
 //
 // Options:
-//   --smoke             every scenario for ~1.5 s (login 4 s), once, small pools (CI proves the harness works)
+//   --smoke             every scenario for ~1.5 s (login 4 s), once, small pools (CI proves the harness works;
+//                       on a shared machine: --smoke --skip-peers --only a,b)
 //   --duration S        seconds per recorded run (default 10; smoke 1.5)
 //   --connections N     concurrent connections (default 50)
 //   --repeat N          recorded runs per scenario; the median is reported (default 3; smoke 1)
 //   --warmup S          unrecorded warm-up per subject and scenario (default 1; smoke 0.5)
-//   --only a,b          scenarios: client_credentials, login, refresh, jwks, jwks_304, userinfo,
-//                       jwks_during_login, login_flood (300 connections: the argon2id queue
+//   --only a,b          scenarios: client_credentials, login, refresh (with the fair refresh
+//                       ceiling and the rotation statement alone), jwks, jwks_304, userinfo,
+//                       jwks_during_login (JWKS and client_credentials probes idle, then during
+//                       a /login burst), login_flood (300 connections: the argon2id queue
 //                       overflows, 503s; JWKS and client_credentials p99 beside it),
 //                       login_enumeration (200 sequential attempts per failure kind: the
 //                       response-time medians of unknown user, wrong password, empty password
-//                       and disabled user, with their spread; target < 5 %)
+//                       and disabled user, with their spread; target < 5 %),
+//                       scale_out (1, 2, then 3 fresh Tessera instances on the same database,
+//                       the refresh load split over them: total req/s, worst p99, PostgreSQL and
+//                       Tessera CPU ms per refresh, refreshes/s per PostgreSQL core; runs last)
 //                       (ceilings and peers follow the chosen scenarios)
 //   --skip-peers        do not run node-oidc-provider
-//   --refresh-pool N    refresh tokens to seed (default: 2,000/s × every refresh run × 1.5); a run
-//                       that exhausts its pool stops early and says so
+//   --refresh-pool N    refresh tokens to seed per refresh subject: Tessera, the fair ceiling, each
+//                       peer (default: 4,000/s × (warm-up + every run) × 1.5); scale_out seeds
+//                       as many again per step (its warm-up is at least 3 s: fresh processes),
+//                       just before it runs; a run that exhausts its pool stops early and says so
 //   --keep-logs         keep the work folder (server logs) afterwards
 //   --profile           run Tessera under `node --cpu-prof`; profiles go to bench/results/profiles/
 //                       (open them in Chrome DevTools, or `node bench/lib/profile-top.mjs FILE`)
@@ -49,15 +64,17 @@ import { parseArgs } from 'node:util'
 import { BENCH_SETTINGS, freePort, startCluster } from '../scripts/pg-cluster.mjs'
 import { bodyPool, runLoad, summarise } from './lib/load.mjs'
 import { clusterCpuMs, killAllChildren, machineCpuMs, processCpuMs, RssMonitor, runCommand, selfAndChildrenCpuMs, startProcess, tailLog, waitIdle } from './lib/proc.mjs'
-import { computeRatios, evaluateTargets, scenarioTables, targetsText } from './lib/report.mjs'
+import { computeRatios, evaluateTargets, NAMES, scaleOutTable, scenarioTables, targetsText } from './lib/report.mjs'
 import { chainStartsNeeded, rotationRun } from './lib/rotation-ceiling.mjs'
-import { createDatabase, seedTessera, tesseraCli } from './lib/seed.mjs'
-import { fmtMs, fmtNum, log } from './lib/util.mjs'
+import { addRefreshFamilies, createDatabase, seedTessera, tesseraCli } from './lib/seed.mjs'
+import { fmtMs, fmtNum, log, median } from './lib/util.mjs'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const RESULTS_DIR = join(ROOT, 'bench', 'results')
 const PEER_SCRIPT = join(ROOT, 'bench', 'peers', 'oidc-provider-server.mjs')
-const ALL_SCENARIOS = ['jwks', 'jwks_304', 'client_credentials', 'userinfo', 'refresh', 'login', 'jwks_during_login', 'login_flood', 'login_enumeration']
+const ALL_SCENARIOS = ['jwks', 'jwks_304', 'client_credentials', 'userinfo', 'refresh', 'login', 'jwks_during_login', 'login_flood', 'login_enumeration', 'scale_out']
+/** Tessera instances per step of the scale_out scenario (one PostgreSQL behind them all). */
+const SCALE_OUT_STEPS = [1, 2, 3]
 /** Attempts per failure kind in login_enumeration (docs/security.md "Brute force and abuse"). */
 const ENUMERATION_ATTEMPTS = 200
 /** The /login flood: far more connections than the argon2id queue (PASSWORD_HASH_QUEUE, 64) holds. */
@@ -121,7 +138,13 @@ const want = (s) => only.includes(s)
 opts.only = only
 // 50 logins in flight take seconds to clear at argon2id speed: a smoke run must still see some finish.
 const loginDuration = Math.max(opts.duration, smoke ? 4 : 0)
+// One pool per refresh subject (Tessera, the fair ceiling, each peer), and one for all the steps
+// of scale_out together (each step: a warm-up and `repeat` runs, like one subject).
 const refreshPoolSize = Math.round(num(argv['refresh-pool'], Math.ceil(POOL_RPS * (opts.duration * opts.repeat + opts.warmup) * POOL_MARGIN) + 100, 'refresh-pool'))
+// scale_out's instances are fresh processes each step: a longer warm-up gets their JIT going.
+const scaleOutWarmup = opts.warmup > 0 ? Math.max(opts.warmup, smoke ? 0.5 : 3) : 0
+const scaleOutStepPool = argv['refresh-pool'] ? refreshPoolSize : Math.ceil(POOL_RPS * (opts.duration * opts.repeat + scaleOutWarmup) * POOL_MARGIN) + 100
+const scaleOutPoolSize = want('scale_out') ? scaleOutStepPool * SCALE_OUT_STEPS.length : 0
 
 // ---------------------------------------------------------------------------
 // Cleanup: every child, the cluster and the work folder, whatever happens
@@ -351,7 +374,7 @@ const results = {
   schema: 'tessera-bench/1',
   date: new Date().toISOString(),
   mode: opts.mode,
-  options: { ...opts, loginDuration, refreshPoolSize },
+  options: { ...opts, loginDuration, refreshPoolSize, scaleOutPoolSize, scaleOutWarmup },
   machine: {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? null,
@@ -368,7 +391,8 @@ const results = {
   setup: {},
   scenarios: {},
   peers: {},
-  rss: { tessera: null },
+  rss: { tessera: null, scaleOut: [], tesseraMax: null },
+  scaleOut: null,
   notes: [],
   targets: [],
   harnessFailures,
@@ -445,11 +469,17 @@ async function main() {
     env: tEnv,
     dbUrl,
     userCount: smoke ? 100 : 1000,
+    // scale_out seeds its own pool when its turn comes (it runs last), so the refresh scenario
+    // runs on the tables it always had (plus the fair ceiling's pool).
     refreshCount: needRefresh ? refreshPoolSize : 10,
+    ceilingRefreshCount: needRefresh ? refreshPoolSize : 0,
     chainStarts: needRefresh ? chainStartsNeeded(ROTATION_CLIENTS, opts.repeat) : 0,
     log,
   })
-  results.setup.seed = { users: seed.userCount, clients: 2, refreshTokens: seed.refreshTokens.length }
+  results.setup.seed = { users: seed.userCount, clients: 2, refreshTokens: seed.refreshTokens.length, ceilingRefreshTokens: seed.ceilingRefreshTokens.length, scaleOutRefreshTokens: scaleOutPoolSize }
+  const refreshBody = (t) => `grant_type=refresh_token&refresh_token=${t}`
+  const EXHAUSTED_BODY = 'grant_type=refresh_token&refresh_token=tsr_pool_exhausted'
+  const tesseraRefreshTokens = seed.refreshTokens
   if (want('login_enumeration')) {
     await tesseraCli(ROOT, tEnv, ['users', 'create', '--username', 'bench-disabled', '--password-stdin'], seed.user.password)
     await tesseraCli(ROOT, tEnv, ['users', 'disable', '--username', 'bench-disabled'])
@@ -478,6 +508,21 @@ async function main() {
     } catch (e) {
       harnessFailure(`bare server: ${e.message}`)
       tailLog(bareProc.logFile)
+    }
+  }
+
+  // ----- Fair refresh ceiling (bare Fastify + pg + jose, on Tessera's database) -----
+  let refreshBare = null
+  let refreshBareProc = null
+  if (needRefresh) {
+    const rport = await freePort()
+    refreshBareProc = startProcess({ name: 'bare-refresh-server', args: [join(ROOT, 'bench', 'lib', 'bare-refresh-server.mjs'), '--port', String(rport), '--db-url', dbUrl, '--pool-size', '10'], env: baseEnv({ NODE_ENV: 'production' }), cwd: ROOT, logFile: join(workDir, 'bare-refresh-server.log'), readyLine: /^READY (\d+)/ })
+    try {
+      await refreshBareProc.waitForLine(30_000)
+      refreshBare = { name: 'bare-refresh-server', pid: refreshBareProc.pid, rss: new RssMonitor(refreshBareProc.pid), base: `http://127.0.0.1:${rport}` }
+    } catch (e) {
+      harnessFailure(`bare refresh server: ${e.message}`)
+      tailLog(refreshBareProc.logFile)
     }
   }
 
@@ -558,19 +603,26 @@ async function main() {
   }
 
   if (want('refresh')) {
-    const pool = bodyPool(seed.refreshTokens.map((t) => `grant_type=refresh_token&refresh_token=${t}`), 'grant_type=refresh_token&refresh_token=tsr_pool_exhausted')
+    const pool = bodyPool(tesseraRefreshTokens, EXHAUSTED_BODY, refreshBody)
+    const ceilingPool = bodyPool(seed.ceilingRefreshTokens, EXHAUSTED_BODY, refreshBody)
     const rot = ROTATION_CLIENTS.map((n) => rotationSubject(dbUrl, pg.binDir, n))
+    const auth = { authorization: basic(seed.app.id, seed.app.secret), 'content-type': FORM }
+    const fair = refreshBare
+      ? httpSubject({ name: NAMES.refreshCeiling, kind: 'ceiling', isTarget: true, server: refreshBare, spec: { url: `${refreshBare.base}/refresh`, method: 'POST', headers: auth, nextBody: ceilingPool }, check: expectStatus(200, 'refresh_token') })
+      : skippedSubject(NAMES.refreshCeiling, 'ceiling', 'bare refresh server did not start')
     const group = [
-      T('refresh', { url: `${issuer}/token`, method: 'POST', headers: { authorization: basic(seed.app.id, seed.app.secret), 'content-type': FORM }, nextBody: pool }, expectStatus(200, 'refresh_token')),
+      T('refresh', { url: `${issuer}/token`, method: 'POST', headers: auth, nextBody: pool }, expectStatus(200, 'refresh_token')),
+      fair,
       ...rot,
       peerSubject('memory', 'refresh'),
       peerSubject('postgres', 'refresh'),
     ].filter(Boolean)
     const rows = await measureGroup('refresh', group)
-    log(`  refresh pool: ${pool.used()} of ${seed.refreshTokens.length} Tessera tokens used`)
-    // The target compares with the better of the client counts: the ceiling is what PostgreSQL can do.
+    log(`  refresh pools: ${pool.used()} of ${tesseraRefreshTokens.length} Tessera tokens used, ${ceilingPool.used()} of ${seed.ceilingRefreshTokens.length} of the fair ceiling's`)
+    // The rotation statement alone is information (what PostgreSQL can do), not a target: the
+    // better of its client counts is the one reported beside the targets.
     const rotRows = rot.map((s) => rows[group.indexOf(s)]).filter((r) => !r.skipped)
-    if (rotRows.length) rotRows.reduce((a, b) => ((b.rps.median ?? 0) > (a.rps.median ?? 0) ? b : a)).isTarget = true
+    if (rotRows.length) rotRows.reduce((a, b) => ((b.rps.median ?? 0) > (a.rps.median ?? 0) ? b : a)).best = true
     addScenario('refresh', 'POST /token grant_type=refresh_token (rotation: one PostgreSQL transaction, new refresh token)', rows)
   }
 
@@ -675,10 +727,20 @@ async function main() {
     log(`  medians ${kinds.map(([name], k) => `${name} ${medians[k].toFixed(2)} ms`).join(', ')}; spread ${(spread * 100).toFixed(1)} %; ${allBodies.size} distinct body`)
   }
 
+  if (want('scale_out')) {
+    const tokens = await addRefreshFamilies({ dbUrl, clientId: seed.app.id, userIds: seed.userIds, count: scaleOutPoolSize, log })
+    await waitIdle(pgCpuMs, { maxMs: 30_000, quietMs: 15 })
+    await scaleOut({ tEnv, seed, tessera, pool: bodyPool(tokens, EXHAUSTED_BODY, refreshBody) })
+  }
+
   // ----- Stop everything -----
+  // VmHWM-based: the main instance's peak over its whole life (every scenario, warm-ups and the
+  // gaps between runs included), and each scale_out instance's over its own.
   results.rss.tessera = tessera.rss.peak()
+  results.rss.tesseraMax = Math.max(results.rss.tessera ?? 0, ...results.rss.scaleOut.map((r) => r.peakRss ?? 0)) || null
   await tProc.stop()
   if (bareProc) await bareProc.stop()
+  if (refreshBareProc) await refreshBareProc.stop()
   for (const p of Object.values(peers)) {
     if (p.proc) {
       results.peers[p.adapter] = { ...results.peers[p.adapter], rss: p.server.rss.peak() }
@@ -709,9 +771,20 @@ async function main() {
     'Tessera: production mode, LOG_LEVEL=info (the production default) with request lines written to a file; DATABASE_POOL_SIZE=10 (default)',
     'req/s counts every response; the non-2xx column counts the others (non-304 for jwks_304); p50/p99 are medians over the runs; peak RSS is the server process over its recorded runs (MB = 10^6 bytes)',
     'CPU ms/req: CPU time of the server process (all threads) per request sent; PG ms/req: CPU time of the whole PostgreSQL cluster per request (per transaction for the rotation ceiling)',
-    'refresh ceiling: the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), each client following its own chain of successors; the target uses the better of 8 and 50 clients',
+    'peak RSS target: the main Tessera instance over its whole life (kernel high-water mark, so every scenario and the gaps between runs count) and every scale_out instance over its own',
     '/login ceiling: @node-rs/argon2 verify() of the same parameters in a child process with the same thread pool (4), 8 operations in flight',
   )
+  if (results.scenarios.refresh) {
+    results.notes.push(
+      'fair refresh ceiling (the target): bench/lib/bare-refresh-server.mjs, a bare Fastify route in its own process on Tessera\'s database: the form parsed like Tessera does, the client id from the Basic header (secret not checked), the token hashed (SHA-256) and its successor derived (HMAC-SHA-256) like Tessera, one call of tessera_rotate_refresh_token through a pg.Pool of 10 with the parameters rotate() passes, one ES256 access token signed with jose; its own pool of seeded tokens. The seeded families have scope "openid read", so Tessera\'s answer also holds an ID token (a second ES256 signature), which the ceiling does not sign (the issue\'s "one ES256 signature")',
+      'rotation statement alone (information, not a target): the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), through pgbench, each client following its own chain of successors; the targets table shows the better of 8 and 50 clients',
+    )
+  }
+  if (results.scaleOut) {
+    results.notes.push(
+      `scale_out: fresh instances per step with the main instance\'s environment (DATABASE_POOL_SIZE=10 each) on their own ports, the main instance idle meanwhile; one autocannon run per instance in this process, in parallel: the load generator shares the ${results.machine.cpus} CPUs with every instance and PostgreSQL, so beyond ${results.machine.cpus - 1} instance(s) they contend and req/s flattens; PostgreSQL CPU ms per refresh is the figure that carries to a bigger machine (refreshes/s per PostgreSQL core = 1000 ÷ it)`,
+    )
+  }
   if (results.machine.otherCpuShare !== undefined) {
     const other = Math.round(results.machine.otherCpuShare * 100)
     const steal = Math.round(results.machine.stealShare * 100)
@@ -726,6 +799,7 @@ async function main() {
     `${results.machine.cpus} × ${results.machine.cpuModel}; node ${process.version}; ${pg.version} (fsync=off, synchronous_commit=on); autocannon ${results.machine.autocannon}` +
       (results.machine.otherCpuShare !== undefined ? `; other processes used ${Math.round(results.machine.otherCpuShare * 100)} % of the CPU meanwhile` : ''),
     scenarioTables(results),
+    scaleOutTable(results),
     '\n## Targets (reported, not asserted)',
     targetsText(results.targets),
     '\nNotes:',
@@ -735,6 +809,140 @@ async function main() {
   ].join('\n')
   process.stdout.write(text + '\n')
   writeResults()
+}
+
+/**
+ * scale_out: 1, then 2, then 3 fresh Tessera instances (the main one's environment and database,
+ * their own ports; the main instance sits idle meanwhile), the refresh load spread over them (one
+ * autocannon run per instance in parallel, the connections split, tokens from one shared pool).
+ * Per step: total refreshes/s, the worst instance's p99, PostgreSQL CPU and Tessera CPU (summed
+ * over the instances) per refresh, and what follows for sizing.
+ */
+async function scaleOut({ tEnv, seed, tessera, pool }) {
+  const headers = { authorization: basic(seed.app.id, seed.app.secret), 'content-type': FORM }
+  const steps = []
+  log(`scale_out: ${SCALE_OUT_STEPS.join(', ')} instances, ${opts.connections} connections split over them, warm-up ${scaleOutWarmup} s, ${opts.repeat} × ${opts.duration} s`)
+  await waitIdle(() => processCpuMs(tessera.pid))
+  for (const n of SCALE_OUT_STEPS) {
+    const inst = []
+    try {
+      for (let k = 0; k < n; k++) {
+        const port = await freePort()
+        const name = `tessera-scale-${n}.${k + 1}`
+        // Same environment as the main instance (ISSUER included: instances behind one name), its own port.
+        const proc = startProcess({ name, args: ['bin/tessera.js', 'serve'], env: { ...tEnv, PORT: String(port) }, cwd: ROOT, logFile: join(workDir, `${name}.log`) })
+        inst.push({ name, proc, pid: proc.pid, url: `http://127.0.0.1:${port}`, connections: Math.floor(opts.connections / n) + (k < opts.connections % n ? 1 : 0) })
+      }
+      for (const i of inst) {
+        try {
+          await i.proc.waitForHttp(`${i.url}/readyz`)
+        } catch (e) {
+          tailLog(i.proc.logFile)
+          throw e
+        }
+        i.rss = new RssMonitor(i.pid)
+      }
+      const spec = (i, duration) => ({ url: `${i.url}/token`, method: 'POST', headers, nextBody: pool, connections: i.connections, duration })
+      let ok = true
+      for (const i of inst) ok = (await preflight(`scale_out ${i.name}`, spec(i, 0), expectStatus(200, 'refresh_token'))) && ok
+      if (!ok) {
+        steps.push({ instances: n, skipped: 'first request failed' })
+        continue
+      }
+      const cpu = () => {
+        let sum = 0
+        for (const i of inst) {
+          const c = processCpuMs(i.pid)
+          if (c === null) return null
+          sum += c
+        }
+        return sum
+      }
+      const settle = async () => {
+        await waitIdle(cpu)
+        await waitIdle(pgCpuMs, { maxMs: 5000, quietMs: 15 })
+      }
+      if (scaleOutWarmup > 0) await Promise.all(inst.map((i) => runLoad(spec(i, scaleOutWarmup))))
+      await settle()
+      const runs = []
+      for (let r = 0; r < opts.repeat; r++) {
+        for (const i of inst) i.rss.start()
+        const c0 = cpu()
+        const p0 = pgCpuMs()
+        const h0 = process.cpuUsage()
+        const per = await Promise.all(inst.map((i) => runLoad(spec(i, opts.duration))))
+        const h = process.cpuUsage(h0)
+        await settle()
+        const c1 = cpu()
+        const p1 = pgCpuMs()
+        const peaks = inst.map((i) => i.rss.stop())
+        const sent = per.reduce((a, x) => a + x.sent, 0)
+        const run = {
+          rps: per.reduce((a, x) => a + x.rps, 0),
+          sent,
+          p50: Math.max(...per.map((x) => x.latency.p50)),
+          p99: Math.max(...per.map((x) => x.latency.p99)),
+          unexpected: per.reduce((a, x) => a + x.unexpected, 0),
+          errors: per.reduce((a, x) => a + x.errors + x.timeouts, 0),
+          statusCodes: per.reduce((acc, x) => {
+            for (const [k, v] of Object.entries(x.statusCodes)) acc[k] = (acc[k] ?? 0) + v
+            return acc
+          }, {}),
+          poolExhausted: per.some((x) => x.poolExhausted),
+          cpuMs: { tessera: c0 !== null && c1 !== null ? c1 - c0 : null, pg: p0 !== null && p1 !== null ? p1 - p0 : null, loadGenerator: (h.user + h.system) / 1000 },
+          durationS: Math.max(...per.map((x) => x.duration)),
+          perInstance: per.map((x, k) => ({ instance: inst[k].name, connections: inst[k].connections, rps: x.rps, p99: x.latency.p99, peakRss: peaks[k] })),
+        }
+        runs.push(run)
+        log(`  round ${r + 1}/${opts.repeat} ${n} instance${n > 1 ? 's' : ''}: ${fmtNum(run.rps)} req/s (${run.perInstance.map((x) => fmtNum(x.rps)).join(' + ')}), worst p99 ${fmtMs(run.p99)} ms${run.unexpected ? `, ${run.unexpected} unexpected ${JSON.stringify(run.statusCodes)}` : ''}${run.poolExhausted ? ', POOL EXHAUSTED' : ''}`)
+        if (run.poolExhausted) break
+      }
+      const sent = runs.reduce((a, r) => a + r.sent, 0)
+      const perReq = (k) => (sent > 0 && runs.every((r) => typeof r.cpuMs[k] === 'number') ? runs.reduce((a, r) => a + r.cpuMs[k], 0) / sent : null)
+      const rps = median(runs.map((r) => r.rps))
+      const pgMs = perReq('pg')
+      const tMs = perReq('tessera')
+      const lgMs = perReq('loadGenerator')
+      const step = {
+        instances: n,
+        connections: inst.map((i) => i.connections),
+        rps,
+        p50: median(runs.map((r) => r.p50)),
+        p99: median(runs.map((r) => r.p99)),
+        pgCpuMsPerRefresh: pgMs,
+        tesseraCpuMsPerRefresh: tMs,
+        loadGeneratorCpuMsPerRefresh: lgMs,
+        refreshesPerPgCore: pgMs ? 1000 / pgMs : null,
+        // Cores busy at the measured rate (CPU ms per refresh × refreshes/s ÷ 1000).
+        pgCores: pgMs !== null && rps !== null ? (pgMs * rps) / 1000 : null,
+        tesseraCores: tMs !== null && rps !== null ? (tMs * rps) / 1000 : null,
+        loadGeneratorCores: lgMs !== null && rps !== null ? (lgMs * rps) / 1000 : null,
+        unexpected: runs.reduce((a, r) => a + r.unexpected, 0),
+        errors: runs.reduce((a, r) => a + r.errors, 0),
+        poolExhausted: runs.some((r) => r.poolExhausted),
+        peakRss: inst.map((i) => i.rss.peak()),
+        runs,
+      }
+      steps.push(step)
+      log(`  ${n} instance${n > 1 ? 's' : ''}: ${fmtNum(rps)} refreshes/s, p99 ${fmtMs(step.p99)} ms, PostgreSQL ${fmtMs(pgMs)} ms CPU/refresh (${fmtNum(step.refreshesPerPgCore)} refreshes/s per core), Tessera ${fmtMs(tMs)} ms CPU/refresh`)
+    } catch (e) {
+      harnessFailure(`scale_out, ${n} instance${n > 1 ? 's' : ''}: ${e.message}`)
+      steps.push({ instances: n, skipped: e.message })
+    } finally {
+      for (const i of inst) {
+        const peakRss = i.rss ? i.rss.peak() : null
+        await i.proc.stop()
+        results.rss.scaleOut.push({ instance: i.name, peakRss })
+      }
+    }
+  }
+  log(`  scale_out pool: ${pool.used()} of ${pool.used() + pool.remaining()} tokens used`)
+  results.scaleOut = {
+    title: 'refresh over 1, 2 and 3 Tessera instances behind one PostgreSQL',
+    description: `${opts.connections} connections split over the instances (one autocannon run per instance, in parallel, one shared token pool), fresh instances each step, warm-up ${scaleOutWarmup} s, ${opts.duration} s × ${opts.repeat}, median; p50/p99: the worst instance's; CPU per refresh: summed over the instances (Tessera) and over the whole cluster (PostgreSQL)`,
+    machine: `${results.machine.cpus} CPUs shared by the instances, PostgreSQL and the load generator (the harness process)`,
+    steps,
+  }
 }
 
 /** Starts a peer and waits for its READY line; on failure the peer's subjects are skipped. */

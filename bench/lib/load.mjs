@@ -90,10 +90,15 @@ export function summarise(runs) {
   }
 }
 
-/** A pool of single-use request bodies. */
-export function bodyPool(bodies, exhaustedBody) {
+/**
+ * A pool of single-use request bodies: `items`, each turned into its body by `toBody` when it is
+ * handed out (so a pool of 500k tokens does not also hold 500k body strings). Several runs (even
+ * in parallel) may draw from one pool: no item is handed out twice.
+ */
+export function bodyPool(items, exhaustedBody, toBody = (x) => x) {
   let i = 0
-  const next = () => (i < bodies.length ? bodies[i++] : null)
+  const bodies = items
+  const next = () => (i < bodies.length ? toBody(bodies[i++]) : null)
   next.exhaustedBody = exhaustedBody
   next.remaining = () => bodies.length - i
   next.used = () => i

@@ -59,60 +59,127 @@ export function scenarioTables(results) {
   return out.join('\n')
 }
 
-/** The targets of the issue, each with its measured value and PASS / MISS / n/a. Never fails the run. */
+/** Names of the subjects the targets compare with (run.mjs names its subjects with these). */
+export const NAMES = {
+  bareGet: 'ceiling: bare Fastify GET',
+  bareSign: 'ceiling: bare Fastify + jose ES256 sign',
+  refreshCeiling: 'ceiling: bare Fastify refresh (form, rotation statement, ES256)',
+  peerMemory: 'oidc-provider (memory)',
+  peerPostgres: 'oidc-provider (postgres)',
+}
+
+/** The connection count the latency targets are stated at. */
+const TARGET_CONNECTIONS = 50
+/** The peak RSS target, bytes (MB = 10^6 bytes, as in the tables). */
+const RSS_LIMIT = 150e6
+
+/**
+ * The targets of issue 15, each with its measured value and PASS / MISS / n/a (n/a: the scenario
+ * or the subject compared with was not measured in this run), plus information rows (status
+ * "info", never a target). Never fails the run.
+ */
 export function evaluateTargets(results) {
   const sc = results.scenarios
   const subj = (scenario, name) => sc[scenario]?.subjects.find((s) => s.name === name && !s.skipped)
   const tess = (scenario) => sc[scenario]?.subjects.find((s) => s.kind === 'tessera' && !s.skipped)
   const t = []
   const add = (name, value, ok, shown) => t.push({ target: name, value, shown, status: ok === null ? 'n/a' : ok ? 'PASS' : 'MISS' })
-  const cmp = (r, min) => (r === null ? null : r >= min)
+  const info = (name, value, shown) => t.push({ target: name, value, shown, status: 'info' })
+  const atLeast = (r, min) => (r === null ? null : r >= min)
+  // Enough digits that a value just under its threshold never shows as the threshold itself.
+  const digits = (v, min, d) => {
+    while (d < 4 && v < min && Number(v.toFixed(d)) >= min) d++
+    return v.toFixed(d)
+  }
+  const pct = (name, a, b, min) => {
+    const r = ratio(rate(a), rate(b))
+    add(name, r, atLeast(r, min), r === null || !Number.isFinite(r) ? '—' : `${digits(r * 100, min * 100, 1)} %`)
+  }
+  const times = (name, a, b, min) => {
+    const r = ratio(rate(a), rate(b))
+    add(name, r, atLeast(r, min), r === null || !Number.isFinite(r) ? '—' : `${digits(r, min, 2)}×`)
+  }
 
-  const cc = tess('client_credentials')
-  if (sc.client_credentials) {
-    const r = ratio(rate(cc), rate(subj('client_credentials', 'oidc-provider (memory)')))
-    add('client_credentials ≥ 2× node-oidc-provider (memory) req/s', r, cmp(r, 2), fmtRatio(r))
-    const p99 = cc?.latency?.p99 ?? null
-    add('client_credentials p99 < 50 ms', p99, p99 === null ? null : p99 < 50, `${fmtMs(p99)} ms`)
-  }
+  pct('JWKS (200) ≥ 85 % of a bare Fastify GET', tess('jwks'), subj('jwks', NAMES.bareGet), 0.85)
+  pct('JWKS (304) ≥ 90 % of a bare Fastify GET', tess('jwks_304'), subj('jwks_304', NAMES.bareGet), 0.9)
+
+  pct('client_credentials ≥ 80 % of Fastify + one jose ES256 sign', tess('client_credentials'), subj('client_credentials', NAMES.bareSign), 0.8)
+  times('client_credentials ≥ 2.5× node-oidc-provider (memory)', tess('client_credentials'), subj('client_credentials', NAMES.peerMemory), 2.5)
+
   const rf = tess('refresh')
-  if (sc.refresh) {
-    const r1 = ratio(rate(rf), rate(subj('refresh', 'oidc-provider (postgres)')))
-    add('refresh ≥ 1.5× node-oidc-provider (PostgreSQL adapter) req/s', r1, cmp(r1, 1.5), fmtRatio(r1))
-    const ceiling = sc.refresh.subjects.find((s) => s.kind === 'ceiling' && s.isTarget && !s.skipped)
-    const r2 = ratio(rate(rf), rate(ceiling))
-    add(`refresh ≥ 60 % of the raw rotation transaction rate${ceiling ? ` (${ceiling.name})` : ''}`, r2, cmp(r2, 0.6), fmtPct(r2))
+  pct('refresh ≥ 75 % of the fair refresh ceiling (bare Fastify: form, rotation statement, ES256)', rf, subj('refresh', NAMES.refreshCeiling), 0.75)
+  times('refresh ≥ 2.5× node-oidc-provider on PostgreSQL', rf, subj('refresh', NAMES.peerPostgres), 2.5)
+  {
     const p99 = rf?.latency?.p99 ?? null
-    add('refresh p99 < 50 ms', p99, p99 === null ? null : p99 < 50, `${fmtMs(p99)} ms`)
+    const conns = results.options?.connections ?? null
+    const atTarget = conns === TARGET_CONNECTIONS
+    add(`refresh p99 < 50 ms at ${TARGET_CONNECTIONS} connections`, p99, p99 === null || !atTarget ? null : p99 < 50, p99 === null ? '—' : `${fmtMs(p99)} ms${atTarget ? '' : ` at ${conns} connections`}`)
   }
+  const rot = sc.refresh?.subjects.find((s) => s.best && !s.skipped)
+  if (rf && rot) {
+    const r = ratio(rate(rf), rate(rot))
+    info(`(info) refresh / the rotation statement alone (${rot.name.replace(/^ceiling: /, '')})`, r, fmtPct(r))
+  }
+
   if (sc.login) {
     const ceiling = sc.login.subjects.find((s) => s.kind === 'ceiling' && s.isTarget && !s.skipped)
-    const r = ratio(rate(tess('login')), rate(ceiling))
-    add('/login ≥ 90 % of the raw argon2id verify rate', r, cmp(r, 0.9), fmtPct(r))
+    pct('/login ≥ 95 % of the raw argon2id verify rate', tess('login'), ceiling, 0.95)
+  } else add('/login ≥ 95 % of the raw argon2id verify rate', null, null, '—')
+
+  {
+    const probe = sc.jwks_during_login?.probe
+    const idle = probe?.clientCredentialsIdle?.p99 ?? null
+    const during = probe?.clientCredentialsDuring?.p99 ?? null
+    // autocannon records whole milliseconds: an idle p99 under 1 ms counts as 1 ms.
+    const r = idle !== null && during !== null ? during / Math.max(idle, 1) : null
+    add('client_credentials p99 during a /login burst ≤ 2× its idle p99', r, r === null ? null : r <= 2, r === null ? '—' : `${fmtMs(during)} ms vs ${fmtMs(idle)} ms idle (${fmtRatio(r)})`)
   }
-  if (sc.jwks) {
-    const r = ratio(rate(tess('jwks')), rate(subj('jwks', 'ceiling: bare Fastify GET')))
-    add('JWKS (200) ≥ 80 % of a bare Fastify route req/s', r, cmp(r, 0.8), fmtPct(r))
+
+  {
+    const main = results.rss?.tessera ?? null
+    const others = (results.rss?.scaleOut ?? []).filter((r) => typeof r.peakRss === 'number')
+    const worst = others.reduce((a, b) => (b.peakRss > (a?.peakRss ?? -1) ? b : a), null)
+    const peak = Math.max(main ?? 0, worst?.peakRss ?? 0) || null
+    const where = others.length ? ` (main instance ${fmtMB(main)}; scale_out instances up to ${fmtMB(worst?.peakRss)})` : ''
+    add('Tessera peak RSS < 150 MB over the whole bench', peak, peak === null ? null : peak < RSS_LIMIT, `${fmtMB(peak)}${where}`)
   }
-  if (sc.jwks_304) {
-    const r = ratio(rate(tess('jwks_304')), rate(subj('jwks_304', 'ceiling: bare Fastify GET')))
-    add('JWKS (304) ≥ 80 % of a bare Fastify route req/s', r, cmp(r, 0.8), fmtPct(r))
-  }
+
   const en = sc.login_enumeration?.enumeration
   if (en) add('login failure kinds (unknown user, wrong / empty password, disabled): response-time medians within 5 %', en.spread, en.spread < 0.05 && en.distinctBodies === 1, fmtPct(en.spread))
-  const flood = sc.login_flood?.probe
-  if (flood) {
-    const p99 = flood.clientCredentialsDuring?.p99 ?? null
-    add('client_credentials p99 < 50 ms during a /login flood', p99, p99 === null ? null : p99 < 50, `${fmtMs(p99)} ms`)
-  }
-  const peak = results.rss?.tessera ?? null
-  add('Tessera peak RSS < 200 MB (whole run)', peak, peak === null ? null : peak < 200e6, fmtMB(peak))
   return t
+}
+
+/** The scale_out table, as text ('' when the scenario did not run). */
+export function scaleOutTable(results) {
+  const so = results.scaleOut
+  if (!so) return ''
+  const rows = so.steps.map((s) =>
+    s.skipped
+      ? [String(s.instances), '—', '—', '—', '—', '—', '—', '—', '—', `skipped: ${s.skipped}`]
+      : [
+          String(s.instances),
+          fmtNum(s.rps),
+          fmtMs(s.p99),
+          fmtMs(s.pgCpuMsPerRefresh),
+          fmtMs(s.tesseraCpuMsPerRefresh),
+          fmtNum(s.refreshesPerPgCore),
+          s.pgCores === null ? '—' : s.pgCores.toFixed(2),
+          s.tesseraCores === null ? '—' : s.tesseraCores.toFixed(2),
+          s.loadGeneratorCores === null ? '—' : s.loadGeneratorCores.toFixed(2),
+          [s.unexpected ? `${s.unexpected} non-2xx` : null, s.errors ? `${s.errors} socket errors/timeouts` : null, s.poolExhausted ? 'refresh pool ran out: run cut short' : null].filter(Boolean).join('; '),
+        ],
+  )
+  return [
+    `\n## scale_out — ${so.title}`,
+    `   ${so.description}`,
+    `   ${so.machine}: with more instances than cores they contend with each other and with PostgreSQL`,
+    table(['instances', 'req/s med', 'p99 ms', 'PG CPU ms/refresh', 'Tessera CPU ms/refresh', 'refreshes/s per PG core', 'PG cores', 'Tessera cores', 'loadgen cores', ''], rows),
+  ].join('\n')
 }
 
 export function targetsText(targets) {
   return table(
     ['target', 'measured', ''],
-    targets.map((t) => [t.target, t.shown, t.status]),
+    targets.map((t) => [t.target, t.shown, t.status === 'info' ? '' : t.status]),
   )
 }
