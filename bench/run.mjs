@@ -7,7 +7,7 @@
 // it, each in its own process on the same cores: the ceilings (bench/lib/bare-server.mjs: a bare
 // Fastify GET and a bare route signing one ES256 JWT; bench/lib/bare-refresh-server.mjs: the fair
 // refresh ceiling, a bare Fastify route doing a refresh's essential work — the form, one call of
-// the rotation statement through pg on Tessera's database, one ES256 signature; the raw argon2id
+// the rotation statement through pg on Tessera's database, the access and ID token signatures (ES256); the raw argon2id
 // rate) and the peer, node-oidc-provider with its memory and PostgreSQL adapters (bench/peers/,
 // optional). The raw rate of the rotation statement alone (pgbench) is shown for information.
 // scale_out then runs the refresh load over 1, 2 and 3 fresh Tessera instances on one PostgreSQL.
@@ -501,7 +501,10 @@ async function main() {
   let bareProc = null
   if (want('client_credentials') || want('jwks') || want('jwks_304')) {
     const bport = await freePort()
-    bareProc = startProcess({ name: 'bare-server', args: [join(ROOT, 'bench', 'lib', 'bare-server.mjs'), '--port', String(bport)], env: baseEnv({ NODE_ENV: 'production' }), cwd: ROOT, logFile: join(workDir, 'bare-server.log'), readyLine: /^READY (\d+)/ })
+    // The JWKS ceiling answers the same bytes as Tessera's JWKS (its key lines: several keys).
+    const jwksFile = join(workDir, 'jwks.json')
+    writeFileSync(jwksFile, await (await fetch(`${issuer}/.well-known/jwks.json`)).text())
+    bareProc = startProcess({ name: 'bare-server', args: [join(ROOT, 'bench', 'lib', 'bare-server.mjs'), '--port', String(bport), '--jwks-file', jwksFile], env: baseEnv({ NODE_ENV: 'production' }), cwd: ROOT, logFile: join(workDir, 'bare-server.log'), readyLine: /^READY (\d+)/ })
     try {
       await bareProc.waitForLine(30_000)
       bare = { name: 'bare-server', pid: bareProc.pid, rss: new RssMonitor(bareProc.pid), base: `http://127.0.0.1:${bport}` }
@@ -776,7 +779,7 @@ async function main() {
   )
   if (results.scenarios.refresh) {
     results.notes.push(
-      'fair refresh ceiling (the target): bench/lib/bare-refresh-server.mjs, a bare Fastify route in its own process on Tessera\'s database: the form parsed like Tessera does, the client id from the Basic header (secret not checked), the token hashed (SHA-256) and its successor derived (HMAC-SHA-256) like Tessera, one call of tessera_rotate_refresh_token through a pg.Pool of 10 with the parameters rotate() passes, one ES256 access token signed with jose; its own pool of seeded tokens. The seeded families have scope "openid read", so Tessera\'s answer also holds an ID token (a second ES256 signature), which the ceiling does not sign (the issue\'s "one ES256 signature")',
+      'fair refresh ceiling (the target): bench/lib/bare-refresh-server.mjs, a bare Fastify route in its own process on Tessera\'s database: the form parsed like Tessera does, the client id from the Basic header (secret not checked), the token hashed (SHA-256) and its successor derived (HMAC-SHA-256) like Tessera, the statement rotate() sends (tessera_rotate_refresh_token, the SSO session read in the same statement) through a pg.Pool of 10 with the parameters rotate() passes, an ES256 access token and an ES256 ID token signed with jose (the seeded families hold "openid": Tessera and node-oidc-provider answer an ID token too, ES256 on all three); its own pool of seeded tokens',
       'rotation statement alone (information, not a target): the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (one call of tessera_rotate_refresh_token: lock, decide, successor, parent used, family, audit), through pgbench, each client following its own chain of successors; the targets table shows the better of 8 and 50 clients',
     )
   }

@@ -9,11 +9,15 @@
 //     3. hashes the presented token like src/tokens/refresh-token.ts (SHA-256) and derives its
 //        successor like src/tokens/successor.ts (HMAC-SHA-256 under an HKDF key; one KEK), whose
 //        hash it passes;
-//     4. calls the rotation statement once through a pg.Pool of 10 (Tessera's DATABASE_POOL_SIZE
-//        default), with the parameters rotate() in src/tokens/refresh-tokens.store.ts passes
-//        (client id, successor hashes, scope null, grace 10 s, idle 14 d, ip, user agent);
-//     5. signs ONE ES256 access token with jose;
-//     6. answers { access_token, token_type, expires_in, refresh_token, scope }.
+//     4. sends the rotation statement once through a pg.Pool of 10 (Tessera's DATABASE_POOL_SIZE
+//        default): the very statement rotate() in src/tokens/refresh-tokens.store.ts sends (the
+//        function call, with the family's SSO session read in the same statement), with the
+//        parameters it passes (client id, successor hashes, scope null, grace 10 s, idle 14 d,
+//        ip, user agent);
+//     5. signs one ES256 access token with jose, and, for a family with the `openid` scope (the
+//        bench's families have it, as node-oidc-provider's do), one ES256 ID token, as Tessera's
+//        answer carries one (OIDC Core §12.2);
+//     6. answers { access_token, token_type, expires_in, refresh_token, scope[, id_token] }.
 // No logger, no hooks, no metrics, no response schema. It presents tokens of its own pool, seeded
 // by bench/lib/seed.mjs beside Tessera's (a token is never presented twice).
 //
@@ -41,7 +45,9 @@ if (!values['db-url']) {
 const GRACE_SECONDS = 10 // REFRESH_GRACE_SECONDS default
 const IDLE_SECONDS = 14 * 86_400 // REFRESH_TOKEN_IDLE_TTL_SECONDS default
 const TTL_SECONDS = 900
-const ROTATE_SQL = 'select * from tessera_rotate_refresh_token($1, $2, $3::bytea[], $4::text[], $5::integer, $6::integer, $7, $8)'
+const ROTATE_SQL =
+  "select r.*, case when r.outcome in ('rotated', 'retried') then (select f.sso_session_id from refresh_token_family as f where f.id = r.family_id) end as sso_session_id " +
+  'from tessera_rotate_refresh_token($1, $2, $3::bytea[], $4::text[], $5::integer, $6::integer, $7, $8) as r'
 
 const pool = new pg.Pool({ connectionString: values['db-url'], max: Number(values['pool-size']) })
 const { privateKey } = await generateKeyPair('ES256')
@@ -88,7 +94,18 @@ app.post('/refresh', async (req, reply) => {
     .setExpirationTime(now + TTL_SECONDS)
     .setJti(randomUUID())
     .sign(privateKey)
-  return { access_token: token, token_type: 'Bearer', expires_in: TTL_SECONDS, refresh_token: successor, scope: row.scope }
+  const body = { access_token: token, token_type: 'Bearer', expires_in: TTL_SECONDS, refresh_token: successor, scope: row.scope }
+  if (row.scope.split(' ').includes('openid')) {
+    body.id_token = await new SignJWT({ auth_time: Math.floor(row.auth_time.getTime() / 1000), azp: clientId, sid: row.sso_session_id ?? row.family_id, preferred_username: row.username })
+      .setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT' })
+      .setIssuer(issuer)
+      .setSubject(row.user_id)
+      .setAudience(clientId)
+      .setIssuedAt(now)
+      .setExpirationTime(now + TTL_SECONDS)
+      .sign(privateKey)
+  }
+  return body
 })
 
 await pool.query('select 1')

@@ -80,7 +80,8 @@ export async function tesseraCli(root, env, args, input) {
  *  - `bench-user` (through the CLI, so its hash has the configured argon2 parameters) and
  *    `userCount` more users with the same hash (inserted in SQL; owners of the refresh families);
  *  - a confidential client_credentials client `bench-service` (scopes read, write);
- *  - a confidential first-party client `bench-app` (password, refresh_token; scopes openid, read);
+ *  - a confidential first-party client `bench-app` (password, refresh_token; scopes openid, read;
+ *    ES256 ID tokens, like the node-oidc-provider peer's, so that both sign the same work);
  *  - `refreshCount` refresh tokens of bench-app, each the only token of its own family
  *    (scope "openid read", family expiry now + 30 d, token expiry now + 14 d), returned in memory;
  *  - `ceilingRefreshCount` more such tokens, returned apart: the pool of the fair refresh ceiling
@@ -92,7 +93,7 @@ export async function seedTessera({ root, env, dbUrl, userCount = 1000, refreshC
   const password = `bench-${randomBytes(12).toString('base64url')}`
   const user = await tesseraCli(root, env, ['users', 'create', '--username', 'bench-user', '--password-stdin'], password)
   const service = await tesseraCli(root, env, ['clients', 'create', '--name', 'bench-service', '--grant-types', 'client_credentials', '--scopes', 'read,write'])
-  const app = await tesseraCli(root, env, ['clients', 'create', '--name', 'bench-app', '--grant-types', 'password,refresh_token', '--scopes', 'openid,read', '--refresh-delivery', 'body'])
+  const app = await tesseraCli(root, env, ['clients', 'create', '--name', 'bench-app', '--grant-types', 'password,refresh_token', '--scopes', 'openid,read', '--refresh-delivery', 'body', '--id-token-signed-response-alg', 'ES256'])
 
   const c = new pg.Client({ connectionString: dbUrl })
   await c.connect()
