@@ -48,7 +48,7 @@ interface Slot {
 /**
  * argon2id on worker threads of lower priority, one job per thread at a time, at most one thread
  * per core; jobs beyond that wait here (the PasswordHasher in front bounds how many). Threads
- * start on first use and never keep the process alive (unref'd); one that dies is replaced.
+ * start on first use and keep the process alive only while they hash; one that dies is replaced.
  */
 class HashPool {
   private readonly slots: Slot[] = []
@@ -72,18 +72,20 @@ class HashPool {
       const { job, resolve, reject } = this.queue.shift()!
       const id = this.nextId++
       slot.busy = { id, resolve, reject }
+      // A job in flight keeps the process alive, as libuv's own async work would; an idle thread does not.
+      slot.worker.ref()
       slot.worker.postMessage({ ...job, id })
     }
   }
 
   private spawn(): Slot {
     const worker = new Worker(this.url, { name: 'tessera-argon2' })
-    worker.unref()
     const slot: Slot = { worker, busy: undefined }
     worker.on('message', (reply: Reply) => {
       const busy = slot.busy
       if (!busy || busy.id !== reply.id) return
       slot.busy = undefined
+      worker.unref()
       if (reply.ok) busy.resolve(reply.value)
       else busy.reject(new Error(reply.message))
       this.pump()
@@ -97,6 +99,8 @@ class HashPool {
     }
     worker.on('error', lost)
     worker.on('exit', (code) => lost(new Error(`argon2 worker exited (code ${code})`)))
+    // After the listeners (attaching a 'message' listener refs the worker's port again).
+    worker.unref()
     this.slots.push(slot)
     return slot
   }
