@@ -70,7 +70,7 @@ export interface Config {
   // --- Brute force and abuse (README "Brute force and abuse") ---
   /** Password-check throttling: free failures per key, then exponential backoff. */
   readonly loginThrottle: LoginThrottlePolicy
-  /** argon2id work at once (0 = CPU cores − 1, at least 1) and checks waiting beyond it (then 503). */
+  /** argon2id work at once (0 = one per CPU core, on threads of lower priority) and checks waiting beyond it (then 503). */
   readonly passwordHashing: { readonly concurrency: number; readonly queue: number }
   /** /token requests per second per client on each instance, unless the client has its own; 0 = no limit. */
   readonly clientRateLimitPerSecond: number
@@ -196,7 +196,7 @@ export const CONFIG_VARIABLES = [
   { name: 'LOGIN_BACKOFF_BASE_SECONDS', kind: 'int', min: 1, max: 3600, default: 1, description: 'the first delay; it doubles with each further failure' },
   { name: 'LOGIN_BACKOFF_MAX_SECONDS', kind: 'int', min: 1, max: 86_400, default: 900, description: 'the longest delay (locks are never permanent)' },
   { name: 'LOGIN_FAILURE_MEMORY_SECONDS', kind: 'int', min: 60, max: 30 * 86_400, default: 43_200, description: 'a counter without a failure for this long starts again from zero' },
-  { name: 'PASSWORD_HASH_CONCURRENCY', kind: 'int', min: 0, max: 256, default: 0, description: 'argon2id hashes at once; 0 = CPU cores - 1 (at least 1)' },
+  { name: 'PASSWORD_HASH_CONCURRENCY', kind: 'int', min: 0, max: 256, default: 0, description: 'argon2id hashes at once, on worker threads of lower priority; 0 = one per CPU core' },
   { name: 'PASSWORD_HASH_QUEUE', kind: 'int', min: 0, max: 100_000, default: 64, description: 'password checks waiting for a hash slot; beyond it 503 at once' },
   { name: 'CLIENT_RATE_LIMIT_PER_SECOND', kind: 'int', min: 0, max: 1_000_000, default: 1000, description: 'default /token requests per second per client on each instance (burst: twice that); 0 = no limit' },
   { name: 'CLIENT_SECRET_OVERLAP_SECONDS', kind: 'int', min: 0, max: 30 * 86_400, default: 86_400, description: 'how long the old secret of a client keeps working after a rotation; 0 = it stops at once' },

@@ -40,6 +40,9 @@ parentPort.on('message', (job) => {
 })
 `
 
+/** The thread running a job died: the job's outcome is unknown (not a wrong password). */
+export class HashThreadLost extends Error {}
+
 interface Slot {
   worker: Worker
   busy: { id: number; resolve: (v: string | boolean) => void; reject: (e: Error) => void } | undefined
@@ -97,8 +100,8 @@ class HashPool {
       slot.busy = undefined
       this.pump()
     }
-    worker.on('error', lost)
-    worker.on('exit', (code) => lost(new Error(`argon2 worker exited (code ${code})`)))
+    worker.on('error', (err) => lost(new HashThreadLost(`argon2 worker failed: ${err.message}`)))
+    worker.on('exit', (code) => lost(new HashThreadLost(`argon2 worker exited (code ${code})`)))
     // After the listeners (attaching a 'message' listener refs the worker's port again).
     worker.unref()
     this.slots.push(slot)

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { parseOptions } from '@node-rs/argon2'
-import { hashOnPool, verifyOnPool } from './hash-pool.js'
+import { HashThreadLost, hashOnPool, verifyOnPool } from './hash-pool.js'
 import { OAuthError } from '../errors.js'
 
 export interface Argon2Params {
@@ -89,7 +89,9 @@ export class PasswordHasher {
       this.verifications++
       try {
         return await verifyOnPool(stored, password)
-      } catch {
+      } catch (err) {
+        // A hashing thread that died is no verdict on the password: busy, retry (503).
+        if (err instanceof HashThreadLost) throw busyError()
         return false
       }
     })
