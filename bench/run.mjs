@@ -707,8 +707,19 @@ async function main() {
       bodies[k].add(body)
       statuses[k].add(r.status)
     }
+    // After a flood the hashing queue is still full for a moment (503 at once): start once a login
+    // goes through, so that the kinds are timed doing their work, not refused by the queue.
+    for (let i = 0; i < 600; i++) {
+      const r = await fetch(`${issuer}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: seed.user.username, password: seed.user.password, client_id: seed.app.id, client_secret: seed.app.secret }) })
+      await r.arrayBuffer()
+      if (r.status === 200) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
     for (let i = 0; i < 5; i++) for (let k = 0; k < kinds.length; k++) await attempt(k) // warm-up
+    // The warm-up's answers do not count (right after a flood its first attempts may still meet a full queue).
     for (const a of times) a.length = 0
+    for (const b of bodies) b.clear()
+    for (const s of statuses) s.clear()
     log(`login_enumeration: ${n} sequential attempts per kind`)
     for (let i = 0; i < n; i++) {
       const order = kinds.map((_, k) => k).sort(() => Math.random() - 0.5)
