@@ -23,10 +23,10 @@
 //
 //   node bench/lib/bare-refresh-server.mjs --port P --db-url URL [--pool-size 10]
 //   prints "READY <port>" when listening; SIGTERM stops it.
-import { createHash, createHmac, hkdfSync, randomBytes, randomUUID } from 'node:crypto'
+import { createHmac, hash, hkdfSync, randomBytes, randomUUID } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
-import { generateKeyPair, SignJWT } from 'jose'
+import { CompactSign, generateKeyPair } from 'jose'
 import pg from 'pg'
 
 const { values } = parseArgs({
@@ -55,7 +55,7 @@ const kid = randomUUID()
 const issuer = `http://${values.host}:${values.port}`
 // Like SuccessorDeriver: HMAC-SHA-256 under a key HKDF draws from the key-encryption key.
 const successorKey = Buffer.from(hkdfSync('sha256', randomBytes(32), Buffer.from('tessera', 'utf8'), Buffer.from('refresh-token successor v1', 'utf8'), 32))
-const sha256 = (s) => createHash('sha256').update(s, 'utf8').digest()
+const sha256 = (s) => hash('sha256', s, 'buffer')
 const successorOf = (parent) => 'tsr_' + createHmac('sha256', successorKey).update(parent, 'utf8').digest('base64url')
 
 const app = Fastify({ logger: false })
@@ -69,6 +69,10 @@ app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string
 })
 
 const invalid = (reply, description) => reply.code(400).send({ error: 'invalid_grant', error_description: description })
+
+// A JWT signed by jose the way Tessera signs its own (the claims' JSON as a compact JWS payload).
+const utf8 = new TextEncoder()
+const signJwt = (claims, typ) => new CompactSign(utf8.encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'ES256', kid, typ }).sign(privateKey)
 
 app.post('/refresh', async (req, reply) => {
   const params = req.body ?? {}
@@ -85,25 +89,10 @@ app.post('/refresh', async (req, reply) => {
   const row = rows[0]
   if (!row || row.outcome !== 'rotated') return invalid(reply, row?.outcome ?? 'no row')
   const now = Math.floor(Date.now() / 1000)
-  const token = await new SignJWT({ client_id: clientId, scope: row.scope, sid: row.family_id })
-    .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
-    .setIssuer(issuer)
-    .setSubject(row.user_id)
-    .setAudience(issuer)
-    .setIssuedAt(now)
-    .setExpirationTime(now + TTL_SECONDS)
-    .setJti(randomUUID())
-    .sign(privateKey)
+  const token = await signJwt({ client_id: clientId, scope: row.scope, sid: row.family_id, iss: issuer, sub: row.user_id, aud: issuer, iat: now, exp: now + TTL_SECONDS, jti: randomUUID() }, 'at+jwt')
   const body = { access_token: token, token_type: 'Bearer', expires_in: TTL_SECONDS, refresh_token: successor, scope: row.scope }
   if (row.scope.split(' ').includes('openid')) {
-    body.id_token = await new SignJWT({ auth_time: Math.floor(row.auth_time.getTime() / 1000), azp: clientId, sid: row.sso_session_id ?? row.family_id, preferred_username: row.username })
-      .setProtectedHeader({ alg: 'ES256', kid, typ: 'JWT' })
-      .setIssuer(issuer)
-      .setSubject(row.user_id)
-      .setAudience(clientId)
-      .setIssuedAt(now)
-      .setExpirationTime(now + TTL_SECONDS)
-      .sign(privateKey)
+    body.id_token = await signJwt({ auth_time: Math.floor(row.auth_time.getTime() / 1000), azp: clientId, sid: row.sso_session_id ?? row.family_id, preferred_username: row.username, iss: issuer, sub: row.user_id, aud: clientId, iat: now, exp: now + TTL_SECONDS }, 'JWT')
   }
   return body
 })

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
-import { exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { CompactSign, exportJWK, generateKeyPair } from 'jose'
 
 const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'jwks-file': { type: 'string' } } })
 
@@ -19,21 +19,16 @@ const jwk = { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }
 const jwks = values['jwks-file'] ? readFileSync(values['jwks-file'], 'utf8') : JSON.stringify({ keys: [jwk] })
 const issuer = `http://${values.host}:${values.port}`
 
+const utf8 = new TextEncoder()
 const app = Fastify({ logger: false })
 
 app.get('/bare', async (_req, reply) => reply.header('content-type', 'application/json; charset=utf-8').send(jwks))
 
 app.post('/sign', async () => {
   const now = Math.floor(Date.now() / 1000)
-  const token = await new SignJWT({ client_id: 'c_bench', scope: 'read' })
-    .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
-    .setIssuer(issuer)
-    .setSubject('c_bench')
-    .setAudience(issuer)
-    .setIssuedAt(now)
-    .setExpirationTime(now + 900)
-    .setJti(randomUUID())
-    .sign(privateKey)
+  // jose signs the claims' JSON as a compact JWS, the way Tessera signs its tokens
+  const claims = { client_id: 'c_bench', scope: 'read', iss: issuer, sub: 'c_bench', aud: issuer, iat: now, exp: now + 900, jti: randomUUID() }
+  const token = await new CompactSign(utf8.encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' }).sign(privateKey)
   return { access_token: token, token_type: 'Bearer', expires_in: 900, scope: 'read' }
 })
 

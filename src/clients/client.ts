@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { SigningAlg } from '../config.js'
 import { OAuthError } from '../errors.js'
 import type { GrantType } from '../grants/grant-types.js'
@@ -61,7 +61,8 @@ export interface NewClient {
 }
 
 export const CLIENT_SECRET_PREFIX = 'tessera_cs_'
-const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest()
+// One-shot digest: no Hash object per client authentication.
+const sha256 = (s: string): Buffer => hash('sha256', s, 'buffer')
 const DECOY_HASH = sha256('decoy')
 
 /** A new client secret (256 bits from the CSPRNG, prefixed so secret scanners recognise leaked ones) and the hash stored for it. */

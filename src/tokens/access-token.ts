@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { errors, jwtVerify, SignJWT, type JWTPayload } from 'jose'
+import { CompactSign, errors, jwtVerify, type JWTPayload } from 'jose'
 import { SIGNING_ALGS } from '../config.js'
 import { OAuthError } from '../errors.js'
 import type { Keyring } from '../keys/keyring.js'
@@ -28,6 +28,18 @@ export interface IssueInput {
   sessionId?: string | undefined
 }
 
+const utf8 = new TextEncoder()
+
+/**
+ * A compact JWS of a JWT claims set (RFC 7519 §7.1: the UTF-8 of its JSON as the payload), signed
+ * by jose. `SignJWT` does the same plus a deep copy of the claims and a setter per claim (≈2 µs of
+ * a ≈60 µs ES256 signature here) that buy nothing: every claim is built by the callers below
+ * (integer `iat`/`exp`, string `iss`/`sub`/`jti`).
+ */
+function signJwt(claims: Record<string, unknown>, header: { alg: string; kid: string; typ: string }, key: Parameters<CompactSign['sign']>[0]): Promise<string> {
+  return new CompactSign(utf8.encode(JSON.stringify(claims))).setProtectedHeader(header).sign(key)
+}
+
 /** Signs an RFC 9068 JWT access token with the access-token line's active key (`kid` in the header). */
 export async function issueAccessToken(keyring: Keyring, issuer: string, ttlSeconds: number, nowSeconds: number, input: IssueInput) {
   const signer = keyring.activeSigner()
@@ -36,15 +48,11 @@ export async function issueAccessToken(keyring: Keyring, issuer: string, ttlSeco
   if (input.roles && input.roles.length > 0) payload.roles = input.roles
   if (input.sessionId) payload.sid = input.sessionId
   const jti = randomUUID()
-  const token = await new SignJWT(payload)
-    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'at+jwt' })
-    .setIssuer(issuer)
-    .setSubject(input.subject)
-    .setAudience(input.audience.length === 1 ? input.audience[0]! : input.audience)
-    .setIssuedAt(nowSeconds)
-    .setExpirationTime(nowSeconds + ttlSeconds)
-    .setJti(jti)
-    .sign(signer.key)
+  const token = await signJwt(
+    { ...payload, iss: issuer, sub: input.subject, aud: input.audience.length === 1 ? input.audience[0]! : input.audience, iat: nowSeconds, exp: nowSeconds + ttlSeconds, jti },
+    { alg: signer.alg, kid: signer.kid, typ: 'at+jwt' },
+    signer.key,
+  )
   return { token, jti, expiresAt: nowSeconds + ttlSeconds }
 }
 
@@ -76,14 +84,11 @@ export async function issueIdToken(keyring: Keyring, issuer: string, ttlSeconds:
   if (input.username) claims.preferred_username = input.username
   if (input.nonce !== undefined) claims.nonce = input.nonce
   if (input.accessToken !== undefined) claims.at_hash = atHash(input.accessToken, signer.alg)
-  return new SignJWT(claims)
-    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' })
-    .setIssuer(issuer)
-    .setSubject(input.subject)
-    .setAudience(input.clientId)
-    .setIssuedAt(nowSeconds)
-    .setExpirationTime(nowSeconds + ttlSeconds)
-    .sign(signer.key)
+  return signJwt(
+    { ...claims, iss: issuer, sub: input.subject, aud: input.clientId, iat: nowSeconds, exp: nowSeconds + ttlSeconds },
+    { alg: signer.alg, kid: signer.kid, typ: 'JWT' },
+    signer.key,
+  )
 }
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -167,13 +172,18 @@ export async function verifyIdTokenHint(keyring: Keyring, issuer: string, token:
 /** OIDC Back-Channel Logout 1.0 §2.4: a logout token for one client, signed on its ID-token line. */
 export async function issueLogoutToken(keyring: Keyring, issuer: string, nowSeconds: number, alg: string, input: { clientId: string; subject: string; sessionId: string }): Promise<string> {
   const signer = keyring.activeSigner(alg)
-  return new SignJWT({ sid: input.sessionId, events: { 'http://schemas.openid.net/event/backchannel-logout': {} } })
-    .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'logout+jwt' })
-    .setIssuer(issuer)
-    .setSubject(input.subject)
-    .setAudience(input.clientId)
-    .setIssuedAt(nowSeconds)
-    .setExpirationTime(nowSeconds + 120)
-    .setJti(randomUUID())
-    .sign(signer.key)
+  return signJwt(
+    {
+      sid: input.sessionId,
+      events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+      iss: issuer,
+      sub: input.subject,
+      aud: input.clientId,
+      iat: nowSeconds,
+      exp: nowSeconds + 120,
+      jti: randomUUID(),
+    },
+    { alg: signer.alg, kid: signer.kid, typ: 'logout+jwt' },
+    signer.key,
+  )
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 
 /** Prefix of every refresh token, so secret scanners can recognise leaked ones. */
 export const REFRESH_TOKEN_PREFIX = 'tsr_'
@@ -16,5 +16,5 @@ export function looksLikeRefreshToken(value: string): boolean {
 
 /** What the database stores instead of the token. */
 export function hashRefreshToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest()
+  return hash('sha256', token, 'buffer')
 }
