@@ -9,7 +9,7 @@ export class Cluster {
   readonly url: string
   port: number | null
   dir: string | null
-  /** Stops the server at once, as a crash would, keeping its data for `resume()`. */
+  /** Stops the server at once, as a crash would (after a checkpoint: no commit is lost), keeping its data for `resume()`. */
   halt(): void
   /** Starts the server again after `halt()`, on the same port with the same data. */
   resume(): void
