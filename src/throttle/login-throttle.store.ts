@@ -37,27 +37,32 @@ export async function loginAttempt(db: Executor, keys: readonly ThrottleKey[], n
   }
 }
 
-const keyList = (keys: readonly ThrottleKey[]) => sql.join(keys.map((k) => sql`(${k.kind}, ${k.subject})`))
+const kindsOf = (keys: readonly ThrottleKey[]) => sql`${keys.map((k) => k.kind)}::text[]`
+const subjectsOf = (keys: readonly ThrottleKey[]) => sql`${keys.map((k) => k.subject)}::text[]`
 
 /**
  * Settles a counted attempt that was not a failure: the `reset` counters start again (a success
  * resets its account), the `takeBack` ones lose the attempt's count (and a lock it alone caused).
- * In a transaction that first locks every row in key order, the order `tessera_login_attempt`
- * locks them in: without it the DELETE and the UPDATE take their rows in an order of their own, and
- * a concurrent attempt on the same account holding the first row while waiting for the second
- * deadlocks with it (40P01, a 503 for one of the two logins).
+ * One statement: it locks the counters in key order, the order `tessera_login_attempt` takes them
+ * in, and deletes or updates only the rows it locked. Separate statements took their rows each in
+ * an order of their own, or a counter an attempt had created after the first one's snapshot: an
+ * attempt holding that row while waiting for the address's deadlocked with the settlement holding
+ * the address's (40P01, a 503 for one of the two logins). `reset` and `takeBack` are disjoint.
  */
-export async function settleAttempt(trx: Trx, reset: readonly ThrottleKey[], takeBack: readonly ThrottleKey[], policy: LoginThrottlePolicy): Promise<void> {
-  await lockInKeyOrder(trx, sql`(kind, subject) in (${keyList([...reset, ...takeBack])})`)
-  if (reset.length > 0) await sql`delete from login_throttle where (kind, subject) in (${keyList(reset)})`.execute(trx)
-  if (takeBack.length === 0) return
-  const free = sql`case kind when 'account' then ${policy.accountFreeFailures}::int when 'address' then ${policy.addressFreeFailures}::int else ${policy.addressAccountFreeFailures}::int end`
-  await sql`update login_throttle set failures = greatest(failures - 1, 0), blocked_until = case when failures - 1 > ${free} then blocked_until end where (kind, subject) in (${keyList(takeBack)})`.execute(trx)
-}
-
-/** Row locks on the counters `where` selects, taken in key order (see `settleAttempt`). */
-async function lockInKeyOrder(trx: Trx, where: ReturnType<typeof sql>): Promise<void> {
-  await sql`select 1 from login_throttle where ${where} order by kind, subject for update`.execute(trx)
+export async function settleAttempt(db: Executor, reset: readonly ThrottleKey[], takeBack: readonly ThrottleKey[], policy: LoginThrottlePolicy): Promise<void> {
+  const all = [...reset, ...takeBack]
+  const free = sql`case t.kind when 'account' then ${policy.accountFreeFailures}::int when 'address' then ${policy.addressFreeFailures}::int else ${policy.addressAccountFreeFailures}::int end`
+  await sql`
+    with locked as materialized (
+      select t.kind, t.subject from login_throttle t join unnest(${kindsOf(all)}, ${subjectsOf(all)}) as u(k, s) on t.kind = u.k and t.subject = u.s
+      order by t.kind, t.subject for update of t
+    ), reset as (
+      delete from login_throttle t using locked l, unnest(${kindsOf(reset)}, ${subjectsOf(reset)}) as u(k, s)
+      where t.kind = l.kind and t.subject = l.subject and t.kind = u.k and t.subject = u.s
+    )
+    update login_throttle t set failures = greatest(t.failures - 1, 0), blocked_until = case when t.failures - 1 > ${free} then t.blocked_until end
+    from locked l, unnest(${kindsOf(takeBack)}, ${subjectsOf(takeBack)}) as u(k, s)
+    where t.kind = l.kind and t.subject = l.subject and t.kind = u.k and t.subject = u.s`.execute(db)
 }
 
 /** A counter as operators see it. */
@@ -85,8 +90,10 @@ export async function throttleState(db: Executor, target: ThrottleTarget, limit 
 
 /** Deletes the counters of an account or an address (their locks end); how many there were. */
 export async function deleteThrottle(trx: Trx, target: ThrottleTarget): Promise<number> {
-  await lockInKeyOrder(trx, targetFilter(target))
-  const result = await sql`delete from login_throttle where ${targetFilter(target)}`.execute(trx)
+  // Locked in key order (as attempts lock them), and only the rows locked are deleted (see `settleAttempt`).
+  const result = await sql`
+    with locked as materialized (select kind, subject from login_throttle where ${targetFilter(target)} order by kind, subject for update)
+    delete from login_throttle t using locked l where t.kind = l.kind and t.subject = l.subject`.execute(trx)
   return Number(result.numAffectedRows ?? 0n)
 }
 

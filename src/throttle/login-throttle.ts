@@ -85,11 +85,11 @@ export class LoginThrottle {
 
   /** The password was right: the account's counters start again; the address keeps its other failures. */
   succeeded(attempt: Attempt): Promise<void> {
-    return this.db.transaction().execute((trx) => settleAttempt(trx, [attempt.keys.account, attempt.keys.pair], [attempt.keys.address], this.policy))
+    return settleAttempt(this.db, [attempt.keys.account, attempt.keys.pair], [attempt.keys.address], this.policy)
   }
 
   /** No password was checked after all (shed load, database trouble): the attempt's count is taken back. */
   cancel(attempt: Attempt): Promise<void> {
-    return this.db.transaction().execute((trx) => settleAttempt(trx, [], [attempt.keys.account, attempt.keys.address, attempt.keys.pair], this.policy))
+    return settleAttempt(this.db, [], [attempt.keys.account, attempt.keys.address, attempt.keys.pair], this.policy)
   }
 }
