@@ -116,6 +116,17 @@ const UNAVAILABLE_SQLSTATES = new Set([
 ])
 const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN'])
 
+/**
+ * The SQLSTATE or Node.js code of a database error (a wrapped one's cause's), for logs and
+ * `/readyz`: a code only, never a message (which may name a host, a user or a value).
+ */
+export function databaseErrorCode(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string' && /^[A-Z0-9_]{1,32}$/.test(code)) return code
+  return err.cause !== undefined && err.cause !== err ? databaseErrorCode(err.cause) : undefined
+}
+
 /** True when `err` says the database is down, unreachable, overloaded or read-only. */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false

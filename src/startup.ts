@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js'
-import { isDatabaseUnavailable } from './errors.js'
+import { databaseErrorCode, isDatabaseUnavailable } from './errors.js'
 
 /** The first wait between two start-up attempts; it doubles after each failure, up to the cap. */
 export const STARTUP_RETRY_FIRST_MS = 250
@@ -27,8 +27,8 @@ export class NotReadyError extends Error {
 export function notReadyReason(err: unknown): string | undefined {
   if (err instanceof NotReadyError) return err.message
   if (!isDatabaseUnavailable(err)) return undefined
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && /^[A-Z0-9_]{1,32}$/.test(code) ? `database unavailable (${code})` : 'database unavailable'
+  const code = databaseErrorCode(err)
+  return code ? `database unavailable (${code})` : 'database unavailable'
 }
 
 export interface StartupLog {

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
-import { InputError, isDatabaseUnavailable, OAuthError } from '../errors.js'
+import { databaseErrorCode, InputError, isDatabaseUnavailable, OAuthError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { SHED_DETAIL } from '../users/passwords.js'
 
@@ -60,8 +60,9 @@ export function registerErrorHandler(app: FastifyInstance): void {
     const e = toOAuthError(err)
     // Shed load (a full argon2id queue) is the server working as designed: not logged as an error.
     if (e.status >= 500 && e.detail !== SHED_DETAIL) {
-      // Full detail in the log only; the original error is logged for server errors alone.
-      req.log.error({ code: e.code, detail: e.detail, err: e.code === 'server_error' ? err : undefined }, 'request failed')
+      // Full detail in the log only; the original error is logged for server errors alone, a
+      // database's SQLSTATE (a deadlock, a lock timeout, a refused connection) with its 503s.
+      req.log.error({ code: e.code, detail: e.detail, dbCode: e.detail === 'database unavailable' ? databaseErrorCode(err) : undefined, err: e.code === 'server_error' ? err : undefined }, 'request failed')
     } else {
       req.log.info({ code: e.code, detail: e.detail }, 'oauth error')
     }

@@ -367,6 +367,12 @@ t.test('a family row locked by another transaction: refresh answers 503 within a
   t.ok(healthMs < 100, `/healthz answered in ${Math.round(healthMs)} ms while the refresh waited`)
   assertUnavailable(t, res, 'refresh behind a held lock')
   t.ok(ms >= 450 && ms < 2000, `answered after ${Math.round(ms)} ms (lock timeout 500 ms)`)
+  const failed = app.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request failed')
+  t.same(
+    failed.map((l) => [l.detail, l.dbCode]),
+    [['database unavailable', '55P03']],
+    'the log says why: lock_not_available (a code, no message)',
+  )
 
   const [revoke, revokeMs] = await timed(app.app.inject({ method: 'POST', url: '/revoke', headers: { ...FORM, authorization: basic(api.id, api.secret!) }, payload: form({ token: first.refresh_token }) }))
   assertUnavailable(t, revoke, 'revoke behind a held lock (never a 200 that did nothing)')
