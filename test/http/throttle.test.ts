@@ -311,8 +311,9 @@ t.test('(#12) concurrent attempts, successes and cancellations on one account an
   // an attempt holding the account's row while waiting for the address's deadlocks with a success
   // holding the address's row (seen in CI as a 503 among 20 parallel logins of one user). A success
   // deletes the account's counters, and the next attempts create them again: 30 workers in a loop
-  // keep that happening, which the bench's /login scenario hit as a 40P01 in one login out of two
-  // until an attempt created or locked all its counters in one statement (migration 0023).
+  // keep that happening. Until an attempt created or locked all its counters in one statement
+  // (migration 0023), more than half of such attempts ended in a 40P01 (the bench's /login
+  // scenario saw them as 503s).
   const { app } = await setup(t)
   const policy = { ...app.config.loginThrottle, accountFreeFailures: 100_000, addressFreeFailures: 100_000, addressAccountFreeFailures: 100_000 }
   const throttle = new LoginThrottle(app.services.db, policy, app.services.clock, app.services.metrics)
