@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely'
+import { loginAttemptFunction } from './2026_12_04_0013_login_throttle.js'
 
 // `tessera_login_attempt` (migration 0013) without a lock taken out of key order. It used to insert
 // missing counters (ON CONFLICT DO NOTHING) and then lock them with a SELECT ... FOR UPDATE. A
@@ -56,56 +57,10 @@ const lockingAttempt = sql`
   end
   $$`
 
-// Migration 0013's version, for `down`.
-const previousAttempt = sql`
-  create or replace function tessera_login_attempt(
-    p_kinds text[], p_subjects text[], p_free int[], p_now timestamptz,
-    p_memory_seconds int, p_base_seconds int, p_max_seconds int
-  ) returns table (kind text, subject text, failures int, blocked_until timestamptz, refused boolean)
-  language plpgsql as $$
-  #variable_conflict use_column
-  declare
-    v_until timestamptz;
-  begin
-    select max(t.blocked_until) into v_until
-      from login_throttle t join unnest(p_kinds, p_subjects) as u(k, s) on t.kind = u.k and t.subject = u.s
-      where t.blocked_until > p_now;
-    if v_until is null then
-      insert into login_throttle as t (kind, subject, failures, last_failure_at)
-        select u.k, u.s, 0, p_now from unnest(p_kinds, p_subjects) as u(k, s) order by u.k, u.s
-        on conflict on constraint login_throttle_pkey do nothing;
-      perform 1 from login_throttle t join unnest(p_kinds, p_subjects) as u(k, s) on t.kind = u.k and t.subject = u.s
-        order by t.kind, t.subject for update of t;
-      select max(t.blocked_until) into v_until
-        from login_throttle t join unnest(p_kinds, p_subjects) as u(k, s) on t.kind = u.k and t.subject = u.s
-        where t.blocked_until > p_now;
-    end if;
-    if v_until is not null then
-      return query select t.kind, t.subject, t.failures, t.blocked_until, true
-        from login_throttle t join unnest(p_kinds, p_subjects) as u(k, s) on t.kind = u.k and t.subject = u.s;
-      return;
-    end if;
-    return query
-      update login_throttle t set
-        failures = x.n,
-        last_failure_at = p_now,
-        blocked_until = case when x.n > x.f
-          then p_now + make_interval(secs => least(p_max_seconds::float8, p_base_seconds * power(2::float8, least(x.n - x.f - 1, 40))))
-          else null end
-      from (
-        select t2.kind, t2.subject, u.f,
-          case when t2.last_failure_at <= p_now - make_interval(secs => p_memory_seconds) then 1 else t2.failures + 1 end as n
-        from login_throttle t2 join unnest(p_kinds, p_subjects, p_free) as u(k, s, f) on t2.kind = u.k and t2.subject = u.s
-      ) x
-      where t.kind = x.kind and t.subject = x.subject
-      returning t.kind, t.subject, t.failures, t.blocked_until, false;
-  end
-  $$`
-
 export async function up(db: Kysely<any>): Promise<void> {
   await lockingAttempt.execute(db)
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
-  await previousAttempt.execute(db)
+  await loginAttemptFunction.execute(db)
 }
